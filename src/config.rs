@@ -1,0 +1,214 @@
+//! One typed configuration, read from the environment (and a `.env` file) or flags.
+//!
+//! The doc comment on each field is its `--help` text; the names are the ones the compose
+//! files, `.env.prod.sample` and the README use. Secrets are wrapped in [`Secret`] so that the
+//! effective configuration can be logged at start without leaking them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The raw value, for the one place that must send it (the Authorization header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() { "[unset]" } else { "[redacted]" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// Which service produces the final transcript of an utterance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrimaryService {
+    /// OpenAI's transcription API, with the local model as fallback.
+    Openai,
+    /// The local whisper.cpp model only; OpenAI is never called.
+    Local,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "whisper-api", version, about = "Real-time speech-to-text server")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Path of the ggml whisper model (fetch one with scripts/fetch-model.sh).
+    #[arg(long, env = "WHISPER_MODEL", default_value = "models/ggml-tiny.en.bin")]
+    pub whisper_model: PathBuf,
+
+    /// Default spoken language (ISO 639-1, or "auto" for multilingual models).
+    #[arg(long, env = "LANGUAGE", default_value = "en")]
+    pub language: String,
+
+    /// Directory of the static web pages served at `/`.
+    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// webrtc-vad aggressiveness, 0 (keeps most audio) to 3 (most aggressive).
+    #[arg(long, env = "VAD_AGGRESSIVENESS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub vad_aggressiveness: u8,
+
+    /// Silence that ends an utterance, in milliseconds.
+    #[arg(long, env = "VAD_SILENCE_MS", default_value_t = 500)]
+    pub vad_silence_ms: u32,
+
+    /// Voiced audio needed to open an utterance, in milliseconds.
+    #[arg(long, env = "VAD_MIN_SPEECH_MS", default_value_t = 90)]
+    pub vad_min_speech_ms: u32,
+
+    /// Audio kept before the detected start of speech, in milliseconds.
+    #[arg(long, env = "VAD_PREROLL_MS", default_value_t = 300)]
+    pub vad_preroll_ms: u32,
+
+    /// Utterances longer than this are cut, in milliseconds (whisper's window is 30 s).
+    #[arg(long, env = "MAX_UTTERANCE_MS", default_value_t = 20_000)]
+    pub max_utterance_ms: u32,
+
+    /// Interval between partial transcripts of an open utterance, in milliseconds.
+    #[arg(long, env = "PARTIAL_INTERVAL_MS", default_value_t = 700)]
+    pub partial_interval_ms: u32,
+
+    /// Local inference workers (each owns a whisper state); 0 = derived from the core count.
+    #[arg(long, env = "WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// CPU threads per inference worker; 0 = derived from the core count.
+    #[arg(long, env = "THREADS_PER_WORKER", default_value_t = 0)]
+    pub threads_per_worker: usize,
+
+    /// Engine jobs that may wait in the queue before partials are shed.
+    #[arg(long, env = "ENGINE_QUEUE", default_value_t = 32)]
+    pub engine_queue: usize,
+
+    /// Concurrent WebSocket sessions; further connections are refused with 1013.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 16)]
+    pub max_sessions: usize,
+
+    /// A session that receives no audio for this long is finalised and closed, in milliseconds.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Largest accepted WebSocket message, in bytes.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+
+    /// On shutdown, how long open sessions get to finish their utterances, in milliseconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Service that produces finals: openai (local fallback) or local.
+    #[arg(long, env = "PRIMARY_SERVICE", value_enum, default_value = "openai")]
+    pub primary_service: PrimaryService,
+
+    /// Use the local transcript as the final when OpenAI fails.
+    #[arg(long, env = "FALLBACK_TO_LOCAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fallback_to_local: bool,
+
+    /// OpenAI API key (secret; never logged).
+    #[arg(long, env = "OPENAI_API_KEY", default_value = "", hide_default_value = true)]
+    pub openai_api_key: Secret,
+
+    /// Base URL of an OpenAI-compatible API.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub openai_base_url: String,
+
+    /// Transcription model used for finals.
+    #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-transcribe")]
+    pub openai_model: String,
+
+    /// Deadline for one utterance's OpenAI transcription, retries included, in milliseconds.
+    #[arg(long, env = "OPENAI_TIMEOUT_MS", default_value_t = 4_000)]
+    pub openai_timeout_ms: u64,
+
+    /// Comma-separated keywords sent to models that accept them (gpt-transcribe).
+    #[arg(long, env = "OPENAI_KEYWORDS", default_value = "")]
+    pub openai_keywords: String,
+
+    /// Consecutive OpenAI failures that open the circuit breaker.
+    #[arg(long, env = "OPENAI_CIRCUIT_FAILURES", default_value_t = 3)]
+    pub openai_circuit_failures: u32,
+
+    /// How long the open circuit sends finals straight to local, in milliseconds.
+    #[arg(long, env = "OPENAI_CIRCUIT_COOLDOWN_MS", default_value_t = 30_000)]
+    pub openai_circuit_cooldown_ms: u64,
+}
+
+impl Config {
+    /// Parses flags and environment, reading `.env` first when present.
+    pub fn from_env_and_args() -> Self {
+        let _ = dotenvy::dotenv();
+        Self::parse()
+    }
+
+    /// Defaults only (no environment, no flags): the base for tests.
+    pub fn defaults() -> Self {
+        Self::parse_from(["whisper-api"])
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn openai_timeout(&self) -> Duration {
+        Duration::from_millis(self.openai_timeout_ms)
+    }
+
+    /// (workers, threads per worker), derived from the core count when left at 0.
+    ///
+    /// whisper.cpp scales poorly past a few threads on small models, so on small machines one
+    /// worker uses every core; larger machines get more workers of up to 4 threads each.
+    pub fn engine_shape(&self) -> (usize, usize) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match self.threads_per_worker {
+            0 => cores.clamp(1, 4),
+            n => n,
+        };
+        let workers = match self.workers {
+            0 => (cores / threads).max(1),
+            n => n,
+        };
+        (workers, threads)
+    }
+
+    /// Keywords as a list, blanks dropped.
+    pub fn keywords(&self) -> Vec<String> {
+        self.openai_keywords
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}

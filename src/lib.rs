@@ -1,0 +1,36 @@
+//! whisper-api: a real-time speech-to-text server.
+//!
+//! Browsers and terminal tools stream PCM over a WebSocket; a voice activity detector cuts the
+//! stream into utterances; a local whisper.cpp model sends partial transcripts while someone
+//! speaks and a final transcript per utterance (re-transcribed by OpenAI when configured, with
+//! the local text as fallback).
+//!
+//! Data flows one way, `http → session → {audio, vad, engine}`; the leaves know nothing of
+//! WebSockets, so each is testable with a WAV file and no server.
+//!
+//! - [`config`]: one typed configuration from the environment, secrets redacted.
+//! - [`protocol`]: wire messages, error codes and close codes (docs/protocol.md).
+//! - [`audio`]: PCM decoding, downmixing, streaming resampling to 16 kHz, WAV files.
+//! - [`vad`]: the webrtc-vad wrapper and the pure utterance segmenter.
+//! - [`engine`]: the local whisper worker pool, the OpenAI client and the final-pass policy.
+//! - [`session`]: one WebSocket connection: reader, partial scheduling, ordered finals.
+//! - [`captions`]: read-only caption feeds that follow a live session.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`http`]: router, `/ws` admission, `/health`, `/metrics`, static files.
+//! - [`convert`]: faster-whisper (CTranslate2) to ggml model converter.
+//! - [`server`]: `run(listener, config, shutdown)`, the whole server as one function.
+
+pub mod audio;
+pub mod captions;
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod vad;
+
+pub use config::Config;
+pub use server::run;

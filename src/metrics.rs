@@ -1,0 +1,1 @@
+//! Prometheus metrics (owned by the OpenAI/metrics work).

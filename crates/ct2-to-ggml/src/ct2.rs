@@ -102,6 +102,34 @@ impl Ct2Model<BufReader<File>> {
     }
 }
 
+impl<R> Ct2Model<R> {
+    /// All stored variables, in file order.
+    pub fn variables(&self) -> &[Variable] {
+        &self.variables
+    }
+
+    /// The (alias, target) pairs: names that share another variable's data.
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.aliases
+    }
+
+    /// Looks a variable up by name, following an alias to its target.
+    pub fn variable(&self, name: &str) -> Option<&Variable> {
+        let target = self
+            .aliases
+            .iter()
+            .find(|(alias, _)| alias == name)
+            .map_or(name, |(_, target)| target.as_str());
+        self.index.get(target).map(|&i| &self.variables[i])
+    }
+
+    /// True when `name` is the scale of a quantised weight stored beside it.
+    pub fn is_scale_of_weight(&self, name: &str) -> bool {
+        name.strip_suffix(SCALE_SUFFIX)
+            .is_some_and(|base| self.variable(base).is_some())
+    }
+}
+
 impl<R: Read + Seek> Ct2Model<R> {
     /// Indexes a `model.bin` read from `reader`; `path` only labels errors.
     pub fn from_reader(mut reader: R, path: &Path) -> Result<Self> {
@@ -123,8 +151,9 @@ impl<R: Read + Seek> Ct2Model<R> {
                 shape.push(read_u32(&mut reader).map_err(io)? as usize);
             }
             let dtype_id = read_u8(&mut reader).map_err(io)?;
-            let dtype = DType::from_id(dtype_id)
-                .ok_or_else(|| Error::Format(format!("`{name}` has unknown dtype id {dtype_id}")))?;
+            let dtype = DType::from_id(dtype_id).ok_or_else(|| {
+                Error::Format(format!("`{name}` has unknown dtype id {dtype_id}"))
+            })?;
             let len = read_u32(&mut reader).map_err(io)? as usize;
             let elements: usize = shape.iter().product();
             if elements * dtype.size() != len {
@@ -169,32 +198,6 @@ impl<R: Read + Seek> Ct2Model<R> {
             index,
             aliases,
         })
-    }
-
-    /// All stored variables, in file order.
-    pub fn variables(&self) -> &[Variable] {
-        &self.variables
-    }
-
-    /// The (alias, target) pairs: names that share another variable's data.
-    pub fn aliases(&self) -> &[(String, String)] {
-        &self.aliases
-    }
-
-    /// Looks a variable up by name, following an alias to its target.
-    pub fn variable(&self, name: &str) -> Option<&Variable> {
-        let target = self
-            .aliases
-            .iter()
-            .find(|(alias, _)| alias == name)
-            .map_or(name, |(_, target)| target.as_str());
-        self.index.get(target).map(|&i| &self.variables[i])
-    }
-
-    /// True when `name` is the scale of a quantised weight stored beside it.
-    pub fn is_scale_of_weight(&self, name: &str) -> bool {
-        name.strip_suffix(SCALE_SUFFIX)
-            .is_some_and(|base| self.variable(base).is_some())
     }
 
     /// Reads a tensor as f32, dequantising an integer tensor with its `_scale`.

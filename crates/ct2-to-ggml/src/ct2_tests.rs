@@ -18,7 +18,10 @@ fn indexes_variables_and_reads_data_of_each_float_type() {
         .i16_scalar("encoder/num_heads", 6);
     let mut m = open(b.build()).unwrap();
 
-    assert_eq!((m.version, m.spec.as_str(), m.revision), (6, "WhisperSpec", 3));
+    assert_eq!(
+        (m.version, m.spec.as_str(), m.revision),
+        (6, "WhisperSpec", 3)
+    );
     let names: Vec<_> = m.variables().iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["a/weight", "a/bias", "encoder/num_heads"]);
     assert!(m.variable("encoder/num_heads").unwrap().is_scalar());

@@ -56,7 +56,9 @@ impl HParams {
 pub fn tensor_layout(name: &str, shape: &[usize]) -> (Vec<usize>, i32) {
     match name {
         "encoder.conv1.bias" | "encoder.conv2.bias" => (vec![shape[0], 1], FTYPE_F32),
-        "encoder.positional_embedding" | "decoder.positional_embedding" => (shape.to_vec(), FTYPE_F32),
+        "encoder.positional_embedding" | "decoder.positional_embedding" => {
+            (shape.to_vec(), FTYPE_F32)
+        }
         _ if shape.len() < 2 => (shape.to_vec(), FTYPE_F32),
         _ => (shape.to_vec(), FTYPE_F16),
     }
@@ -70,7 +72,12 @@ pub struct GgmlWriter<W: Write> {
 
 impl<W: Write> GgmlWriter<W> {
     /// Writes the magic, hyper-parameters, filterbank (`n_mels` rows) and tokens.
-    pub fn new(mut out: W, hparams: &HParams, mel_filters: &[f32], tokens: &[Vec<u8>]) -> io::Result<Self> {
+    pub fn new(
+        mut out: W,
+        hparams: &HParams,
+        mel_filters: &[f32],
+        tokens: &[Vec<u8>],
+    ) -> io::Result<Self> {
         put_u32(&mut out, MAGIC)?;
         for field in hparams.header_fields() {
             put_i32(&mut out, to_i32(field)?)?;
@@ -101,7 +108,10 @@ impl<W: Write> GgmlWriter<W> {
         }
         self.out.write_all(name.as_bytes())?;
         if ftype == FTYPE_F16 {
-            let bytes: Vec<u8> = data.iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect();
+            let bytes: Vec<u8> = data
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes())
+                .collect();
             self.out.write_all(&bytes)?;
         } else {
             put_f32s(&mut self.out, data)?;
@@ -123,7 +133,12 @@ impl<W: Write> GgmlWriter<W> {
 }
 
 fn to_i32(v: usize) -> io::Result<i32> {
-    i32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{v} does not fit a ggml i32 field")))
+    i32::try_from(v).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{v} does not fit a ggml i32 field"),
+        )
+    })
 }
 
 fn put_i32(out: &mut impl Write, v: i32) -> io::Result<()> {
@@ -166,12 +181,25 @@ mod tests {
     fn header_layout() {
         let tokens = [b"a".to_vec(), b" bc".to_vec()];
         let mel = [0.5f32, 1.0, 1.5, 2.0];
-        let out = GgmlWriter::new(Vec::new(), &hparams(), &mel, &tokens).unwrap().finish().unwrap();
+        let out = GgmlWriter::new(Vec::new(), &hparams(), &mel, &tokens)
+            .unwrap()
+            .finish()
+            .unwrap();
         assert_eq!(&out[..4], b"lmgg", "magic 0x67676d6c little-endian");
         let words: Vec<i32> = (1..12).map(|w| i32_at(&out, w)).collect();
-        assert_eq!(words, [51864, 1500, 384, 6, 4, 448, 384, 6, 4, 2, FTYPE_F16]);
-        assert_eq!((i32_at(&out, 12), i32_at(&out, 13)), (2, 2), "mel rows, columns");
-        assert_eq!(f32::from_le_bytes(out[14 * 4..15 * 4].try_into().unwrap()), 0.5);
+        assert_eq!(
+            words,
+            [51864, 1500, 384, 6, 4, 448, 384, 6, 4, 2, FTYPE_F16]
+        );
+        assert_eq!(
+            (i32_at(&out, 12), i32_at(&out, 13)),
+            (2, 2),
+            "mel rows, columns"
+        );
+        assert_eq!(
+            f32::from_le_bytes(out[14 * 4..15 * 4].try_into().unwrap()),
+            0.5
+        );
         assert_eq!(i32_at(&out, 18), 2, "token count");
         assert_eq!(&out[19 * 4..], b"\x01\0\0\0a\x03\0\0\0 bc");
     }
@@ -180,11 +208,22 @@ mod tests {
     fn tensor_record_reverses_dims_and_picks_ftype() {
         let mut w = GgmlWriter::new(Vec::new(), &hparams(), &[0.0; 2], &[]).unwrap();
         let start = w.out.len();
-        w.write_tensor("decoder.blocks.0.mlp.0.weight", &[2, 3], &[1.0, 2.0, -2.0, 0.5, 0.0, 65504.0])
-            .unwrap();
+        w.write_tensor(
+            "decoder.blocks.0.mlp.0.weight",
+            &[2, 3],
+            &[1.0, 2.0, -2.0, 0.5, 0.0, 65504.0],
+        )
+        .unwrap();
         let rec = &w.out[start..];
-        assert_eq!([i32_at(rec, 0), i32_at(rec, 1), i32_at(rec, 2)], [2, 29, FTYPE_F16]);
-        assert_eq!([i32_at(rec, 3), i32_at(rec, 4)], [3, 2], "innermost dim first");
+        assert_eq!(
+            [i32_at(rec, 0), i32_at(rec, 1), i32_at(rec, 2)],
+            [2, 29, FTYPE_F16]
+        );
+        assert_eq!(
+            [i32_at(rec, 3), i32_at(rec, 4)],
+            [3, 2],
+            "innermost dim first"
+        );
         assert_eq!(&rec[20..49], b"decoder.blocks.0.mlp.0.weight");
         assert_eq!(&rec[49..51], &[0x00, 0x3c], "1.0 as f16");
         assert_eq!(rec.len(), 49 + 6 * 2);
@@ -193,10 +232,25 @@ mod tests {
 
     #[test]
     fn layouts_follow_the_official_converter() {
-        assert_eq!(tensor_layout("encoder.conv1.bias", &[384]), (vec![384, 1], FTYPE_F32));
-        assert_eq!(tensor_layout("encoder.conv1.weight", &[384, 80, 3]), (vec![384, 80, 3], FTYPE_F16));
-        assert_eq!(tensor_layout("decoder.positional_embedding", &[448, 384]).1, FTYPE_F32);
-        assert_eq!(tensor_layout("decoder.token_embedding.weight", &[51864, 384]).1, FTYPE_F16);
-        assert_eq!(tensor_layout("decoder.ln.bias", &[384]), (vec![384], FTYPE_F32));
+        assert_eq!(
+            tensor_layout("encoder.conv1.bias", &[384]),
+            (vec![384, 1], FTYPE_F32)
+        );
+        assert_eq!(
+            tensor_layout("encoder.conv1.weight", &[384, 80, 3]),
+            (vec![384, 80, 3], FTYPE_F16)
+        );
+        assert_eq!(
+            tensor_layout("decoder.positional_embedding", &[448, 384]).1,
+            FTYPE_F32
+        );
+        assert_eq!(
+            tensor_layout("decoder.token_embedding.weight", &[51864, 384]).1,
+            FTYPE_F16
+        );
+        assert_eq!(
+            tensor_layout("decoder.ln.bias", &[384]),
+            (vec![384], FTYPE_F32)
+        );
     }
 }

@@ -117,10 +117,22 @@ mod tests {
     fn row_sums_match_librosa() {
         let w = filterbank(80);
         let row_sum = |m: usize| -> f64 {
-            w[m * N_FFT_BINS..(m + 1) * N_FFT_BINS].iter().map(|&v| f64::from(v)).sum()
+            w[m * N_FFT_BINS..(m + 1) * N_FFT_BINS]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum()
         };
-        for (m, expected) in [(0, 0.024_862_595), (1, 0.024_862_593), (40, 0.026_664_86), (79, 0.024_925_34)] {
-            assert!((row_sum(m) - expected).abs() < 1e-8, "row {m}: {}", row_sum(m));
+        for (m, expected) in [
+            (0, 0.024_862_595),
+            (1, 0.024_862_593),
+            (40, 0.026_664_86),
+            (79, 0.024_925_34),
+        ] {
+            assert!(
+                (row_sum(m) - expected).abs() < 1e-8,
+                "row {m}: {}",
+                row_sum(m)
+            );
         }
     }
 

@@ -39,12 +39,19 @@ impl Piece {
     }
 
     /// Cuts this piece's rows out of a row-major tensor; returns its shape and data.
-    pub fn extract(&self, shape: &[usize], data: &[f32]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+    pub fn extract(
+        &self,
+        shape: &[usize],
+        data: &[f32],
+    ) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
         let Some(&rows) = shape.first() else {
             return Err("a scalar cannot be split".into());
         };
         if rows % self.of != 0 {
-            return Err(format!("{rows} rows do not split into {} equal blocks", self.of));
+            return Err(format!(
+                "{rows} rows do not split into {} equal blocks",
+                self.of
+            ));
         }
         let block_len = data.len() / self.of;
         let start = self.index * block_len;
@@ -93,14 +100,22 @@ pub fn map_name(ct2: &str) -> Result<Mapping> {
 
 /// Maps the part of a name below `…/layer_i/`.
 fn block_mapping(block: &str, is_decoder: bool, module: &[&str], param: &str) -> Option<Mapping> {
-    let whole = |m: &str| Some(Mapping::Pieces(vec![Piece::whole(format!("{block}.{m}.{param}"))]));
+    let whole = |m: &str| {
+        Some(Mapping::Pieces(vec![Piece::whole(format!(
+            "{block}.{m}.{param}"
+        ))]))
+    };
     match module {
         ["self_attention", "layer_norm"] => whole("attn_ln"),
-        ["self_attention", "linear_0"] => Some(fused(block, "attn", &["query", "key", "value"], param)),
+        ["self_attention", "linear_0"] => {
+            Some(fused(block, "attn", &["query", "key", "value"], param))
+        }
         ["self_attention", "linear_1"] => whole("attn.out"),
         ["attention", "layer_norm"] if is_decoder => whole("cross_attn_ln"),
         ["attention", "linear_0"] if is_decoder => whole("cross_attn.query"),
-        ["attention", "linear_1"] if is_decoder => Some(fused(block, "cross_attn", &["key", "value"], param)),
+        ["attention", "linear_1"] if is_decoder => {
+            Some(fused(block, "cross_attn", &["key", "value"], param))
+        }
         ["attention", "linear_2"] if is_decoder => whole("cross_attn.out"),
         ["ffn", "layer_norm"] => whole("mlp_ln"),
         ["ffn", "linear_0"] => whole("mlp.0"),
@@ -116,7 +131,8 @@ fn fused(block: &str, attn: &str, projections: &[&str], param: &str) -> Mapping 
         .iter()
         .enumerate()
         .map(|(index, proj)| Piece {
-            target: (param == "weight" || *proj != "key").then(|| format!("{block}.{attn}.{proj}.{param}")),
+            target: (param == "weight" || *proj != "key")
+                .then(|| format!("{block}.{attn}.{proj}.{param}")),
             index,
             of,
         })

@@ -20,7 +20,9 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 /// are visible Latin-1 characters stand for themselves, the other 68 are
 /// shifted to U+0100 and up, in byte order.
 fn byte_to_char() -> [char; 256] {
-    let visible = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let visible = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut table = ['\0'; 256];
     let mut shifted = 0;
     for b in 0..256u32 {
@@ -70,7 +72,10 @@ pub fn ggml_tokens(vocabulary: &str) -> Result<Vec<Vec<u8>>> {
             return Ok(tokens);
         }
         let bytes = decoder.decode(line).ok_or_else(|| {
-            Error::Vocabulary(format!("line {}: `{line}` is not GPT-2 byte-level text", i + 1))
+            Error::Vocabulary(format!(
+                "line {}: `{line}` is not GPT-2 byte-level text",
+                i + 1
+            ))
         })?;
         tokens.push(bytes);
     }
@@ -111,7 +116,14 @@ mod tests {
     fn keeps_lines_up_to_end_of_text() {
         let text = "!\nĠa\n<|endoftext|>\n<|startoftranscript|>\n<|en|>\n";
         let tokens = ggml_tokens(text).unwrap();
-        assert_eq!(tokens, [b"!".to_vec(), b" a".to_vec(), END_OF_TEXT.as_bytes().to_vec()]);
+        assert_eq!(
+            tokens,
+            [
+                b"!".to_vec(),
+                b" a".to_vec(),
+                END_OF_TEXT.as_bytes().to_vec()
+            ]
+        );
     }
 
     #[test]

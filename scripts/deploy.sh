@@ -1,0 +1,503 @@
+#!/usr/bin/env bash
+# Deploys whisper-api on this server with zero downtime: scripts/deploy.sh production|staging
+#
+# Run by CI over SSH (scripts/deploy-remote.sh) and by hand, from the server's checkout:
+#   1. refuses clearly when a prerequisite is missing; one deploy per environment at a time
+#   2. writes everything it does to <data>/logs/deployment-<timestamp>.log
+#   3. backs up the current state (storage, env file, running images, git revision) into
+#      backups/<env>/<timestamp>, keeping the newest $BACKUP_KEEP
+#   4. pulls the latest code (fast-forward only) and updates the env file from the environment
+#      (OPENAI_API_KEY and friends; values are never printed)
+#   5. builds (or, with IMAGE_REPO, pulls) the app image for the revision and the proxy image
+#   6. blue/green: starts the new colour, waits for /health, checks /health?deep=1 (the OpenAI
+#      status included), points nginx at it and reloads, then stops the old colour with SIGTERM
+#      and a grace period: its sessions send their finals and close with 1012, clients reconnect
+#   7. on any failure before the switch completes: the new container is removed, the checkout
+#      returns to the previous revision and the previous image keeps serving (automatic rollback)
+#   8. prunes old images, then notifies Slack and/or Telegram when configured
+#
+# Safe to re-run: an environment already running this revision and env file is left alone.
+# Options: --rollback (redeploy the previous image and revision), --force (switch even when
+# nothing changed), --secrets-stdin (read KEY=VALUE lines for the secrets below from stdin, so
+# they never appear on a command line). Server-local settings: .deploy/settings (see below).
+# See docs/deploy.md.
+set -euo pipefail
+umask 027
+
+readonly COMPOSE_FILE=docker-compose.prod.yml
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+# Server-local settings, kept out of git: .deploy/settings, then .deploy/<env>/settings, as
+# KEY=VALUE lines. Only the keys below are read; the environment wins over the files.
+readonly SETTINGS_KEYS=" HTTP_PORT HTTP_BIND COMPOSE_PROJECT_PREFIX APP_IMAGE_NAME PROXY_IMAGE_NAME
+    DEPLOY_BRANCH GIT_REMOTE HEALTH_TIMEOUT_S STOP_GRACE_S BACKUP_KEEP REQUIRE_OPENAI IMAGE_REPO
+    SLACK_WEBHOOK_URL TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID TELEGRAM_API_URL "
+load_settings() {
+    local line key
+    [[ -f "$1" ]] || return 0
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+        key="${line%%=*}"
+        [[ "$SETTINGS_KEYS" == *" $key "* ]] || { printf 'ignoring unknown setting %s in %s\n' "$key" "$1" >&2; continue; }
+        [[ -n "${!key:-}" ]] || export "$key=${line#*=}"
+    done <"$1"
+}
+for arg in "$@"; do
+    case "$arg" in production|staging)
+        load_settings "$ROOT/.deploy/settings"
+        load_settings "$ROOT/.deploy/$arg/settings" ;;
+    esac
+done
+
+readonly APP_IMAGE_NAME="${APP_IMAGE_NAME:-whisper-api}"
+readonly PROXY_IMAGE_NAME="${PROXY_IMAGE_NAME:-whisper-api-proxy}"
+readonly DEPLOY_BRANCH="${DEPLOY_BRANCH:-main}"
+readonly GIT_REMOTE="${GIT_REMOTE:-origin}"
+readonly HEALTH_TIMEOUT_S="${HEALTH_TIMEOUT_S:-180}"   # model loading included
+readonly STOP_GRACE_S="${STOP_GRACE_S:-45}"             # > the server's SHUTDOWN_GRACE_MS
+readonly BACKUP_KEEP="${BACKUP_KEEP:-5}"
+readonly REQUIRE_OPENAI="${REQUIRE_OPENAI:-false}"      # true: a failing OpenAI probe fails the deploy
+readonly REVISION_LABEL=org.whisper-api.revision
+# Variables copied from the environment into the env file when set (never echoed).
+readonly ENV_PASSTHROUGH=(OPENAI_API_KEY PRIMARY_SERVICE FALLBACK_TO_LOCAL OPENAI_MODEL
+    OPENAI_BASE_URL OPENAI_TIMEOUT_MS OPENAI_KEYWORDS LANGUAGE WORKERS THREADS_PER_WORKER MAX_SESSIONS)
+readonly STDIN_SECRETS=(OPENAI_API_KEY SLACK_WEBHOOK_URL TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID)
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+readonly STAMP
+
+log() { printf '%s [%s] %s\n' "$(date -u +%H:%M:%S)" "${ENVIRONMENT:-deploy}" "$*"; }
+warn() { log "WARNING: $*"; }
+die() { log "ERROR: $*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+# ---------------------------------------------------------------- arguments and prerequisites
+
+parse_args() {
+    ENVIRONMENT="" MODE=deploy FORCE=0 SECRETS_STDIN=0
+    for arg in "$@"; do
+        case "$arg" in
+            production|staging) ENVIRONMENT="$arg" ;;
+            --rollback) MODE=rollback ;;
+            --force) FORCE=1 ;;
+            --secrets-stdin) SECRETS_STDIN=1 ;;
+            -h|--help) usage 0 ;;
+            *) printf 'unknown argument: %s\n\n' "$arg" >&2; usage 2 ;;
+        esac
+    done
+    [[ -n "$ENVIRONMENT" ]] || { printf 'name the environment: production or staging\n\n' >&2; usage 2; }
+
+    if [[ "$ENVIRONMENT" == production ]]; then
+        DATA_DIR=. ENV_FILE=.env HTTP_PORT="${HTTP_PORT:-8000}"
+    else
+        DATA_DIR=staging ENV_FILE=.env.staging HTTP_PORT="${HTTP_PORT:-8001}"
+    fi
+    PROJECT="${COMPOSE_PROJECT_PREFIX:-whisper}-$ENVIRONMENT"
+    STATE_DIR=".deploy/$ENVIRONMENT"
+    BACKUP_DIR="backups/$ENVIRONMENT"
+}
+
+read_stdin_secrets() {
+    local line key value allowed
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        [[ -z "$line" || "$line" == \#* ]] && continue
+        key="${line%%=*}" value="${line#*=}"
+        allowed=0
+        for name in "${STDIN_SECRETS[@]}"; do [[ "$key" == "$name" ]] && allowed=1; done
+        [[ $allowed -eq 1 ]] || die "--secrets-stdin: '$key' is not one of ${STDIN_SECRETS[*]}"
+        [[ -n "$value" ]] && export "$key=$value"
+    done
+}
+
+preflight() {
+    local missing=()
+    for tool in docker git curl flock tar sha256sum; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    [[ ${#missing[@]} -eq 0 ]] || die "missing prerequisites: ${missing[*]} (see docs/deploy.md, 'Server preparation')"
+    if [[ -n "${COMPOSE:-}" ]]; then
+        read -r -a COMPOSE_CMD <<<"$COMPOSE"
+    elif docker compose version >/dev/null 2>&1; then
+        COMPOSE_CMD=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then
+        COMPOSE_CMD=(docker-compose)
+    else
+        die "Docker Compose is missing: install the compose plugin or docker-compose"
+    fi
+    docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (is dockerd running, is $(id -un) in the docker group?)"
+    git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 || die "$ROOT is not a git checkout"
+    [[ -f "$ROOT/$COMPOSE_FILE" ]] || die "$COMPOSE_FILE is missing from $ROOT"
+    [[ -f "$ROOT/.env.prod.sample" || -f "$ROOT/$ENV_FILE" ]] || die "neither $ENV_FILE nor .env.prod.sample exists"
+    if ! ls "$ROOT"/models/*.bin >/dev/null 2>&1; then
+        warn "no model in models/: the container will fetch it at first start (slower first deploy)"
+    fi
+}
+
+# ---------------------------------------------------------------- state (one KEY=VALUE file)
+
+state_get() {
+    local file="$STATE_DIR/state"
+    [[ -f "$file" ]] || return 0
+    sed -n "s/^$1=//p" "$file" | tail -n 1
+}
+
+state_save() {
+    local tmp="$STATE_DIR/state.tmp"
+    {
+        printf 'ACTIVE_COLOR=%s\nACTIVE_IMAGE=%s\nACTIVE_REVISION=%s\n' "$1" "$2" "$3"
+        printf 'PREVIOUS_IMAGE=%s\nPREVIOUS_REVISION=%s\nENV_HASH=%s\nDEPLOYED_AT=%s\n' \
+            "$4" "$5" "$(env_hash)" "$STAMP"
+    } >"$tmp"
+    mv "$tmp" "$STATE_DIR/state"
+}
+
+env_hash() { sha256sum "$ENV_FILE" | cut -c1-16; }
+
+# ---------------------------------------------------------------- compose and containers
+
+compose() {
+    APP_ENV_FILE="$ENV_FILE" DATA_DIR="$DATA_DIR" STATE_DIR="$STATE_DIR" HTTP_PORT="$HTTP_PORT" \
+        HTTP_BIND="${HTTP_BIND:-0.0.0.0}" PROXY_IMAGE="$PROXY_IMAGE" \
+        BLUE_IMAGE="${BLUE_IMAGE:-$APP_IMAGE_NAME:none}" GREEN_IMAGE="${GREEN_IMAGE:-$APP_IMAGE_NAME:none}" \
+        "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+}
+
+container_of() { compose ps -q "$1" 2>/dev/null | head -n 1; }
+
+running() {
+    local id
+    id="$(container_of "$1")"
+    [[ -n "$id" ]] && [[ "$(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null)" == true ]]
+}
+
+# The body of GET $2 inside container $1; fails on a non-2xx answer.
+http_in() { docker exec "$1" curl -fsS --max-time 10 "http://127.0.0.1:8000$2"; }
+
+wait_healthy() {
+    local service="$1" deadline=$((SECONDS + HEALTH_TIMEOUT_S)) id
+    log "waiting up to ${HEALTH_TIMEOUT_S}s for $service to report healthy"
+    while ((SECONDS < deadline)); do
+        id="$(container_of "$service")"
+        if [[ -z "$id" || "$(docker inspect -f '{{.State.Status}}' "$id" 2>/dev/null)" != running ]]; then
+            log "$service is not running (it exited or keeps restarting)"
+            [[ -n "$id" && "$(docker inspect -f '{{.RestartCount}}' "$id")" -gt 0 ]] && break
+        elif http_in "$id" /health >/dev/null 2>&1; then
+            log "$service is healthy after $((HEALTH_TIMEOUT_S - deadline + SECONDS))s"
+            return 0
+        fi
+        sleep 1
+    done
+    log "$service did not become healthy; its last log lines:"
+    [[ -n "${id:-}" ]] && docker logs --tail 30 "$id" 2>&1 | sed 's/^/    /'
+    return 1
+}
+
+# Deep health: /health?deep=1 probes OpenAI too. 'ok' and 'degraded' (local fallback serving)
+# pass; the OpenAI status is logged, and fails the deploy only with REQUIRE_OPENAI=true.
+deep_health() {
+    local id body status openai
+    id="$(container_of "$1")"
+    body="$(http_in "$id" '/health?deep=1')" || { log "deep health check failed (no 2xx answer)"; return 1; }
+    read -r status openai < <(health_fields "$body")
+    log "deep health: status=$status openai=$openai"
+    case "$status" in ok|degraded) ;; *) log "unexpected health status '$status'"; return 1 ;; esac
+    if [[ "$REQUIRE_OPENAI" == true && "$openai" != ok ]]; then
+        log "REQUIRE_OPENAI=true and OpenAI is '$openai'"
+        return 1
+    fi
+}
+
+# Prints "<status> <openai status>" of a /health body, with jq or python3 where present.
+health_fields() {
+    if command -v jq >/dev/null 2>&1; then
+        jq -r '"\(.status // "unknown") \(.openai.status // "not-reported")"' <<<"$1"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import json,sys; b=json.loads(sys.argv[1]); o=b.get("openai")
+print(b.get("status","unknown"), o.get("status","not-reported") if isinstance(o,dict) else "not-reported")' "$1"
+    elif grep -Eq '"status" *: *"(ok|degraded)"' <<<"$1"; then
+        echo "ok unknown"
+    else
+        echo "unknown unknown"
+    fi
+}
+
+write_upstream() {
+    mkdir -p "$STATE_DIR/nginx"
+    printf '# Written by scripts/deploy.sh at %s: the active colour.\nupstream whisper_app {\n    server app-%s:8000;\n    keepalive 16;\n}\n' \
+        "$STAMP" "$1" >"$STATE_DIR/nginx/upstream.conf.tmp"
+    chmod 644 "$STATE_DIR/nginx/upstream.conf.tmp"
+    mv "$STATE_DIR/nginx/upstream.conf.tmp" "$STATE_DIR/nginx/upstream.conf"
+}
+
+# Points nginx at a colour: a reload keeps old connections on the old workers and sends new
+# ones to the new colour. The proxy is (re)created only when it is missing or its image changed.
+switch_proxy() {
+    write_upstream "$1"
+    local id current=""
+    id="$(container_of proxy)"
+    if [[ -n "$id" ]]; then current="$(docker inspect -f '{{.Config.Image}}' "$id" 2>/dev/null || true)"; fi
+    if running proxy && [[ "$current" == "$PROXY_IMAGE" ]]; then
+        compose exec -T proxy nginx -t -q && compose exec -T proxy nginx -s reload
+    else
+        [[ -n "$id" ]] && warn "the proxy's image changed ($current -> $PROXY_IMAGE): recreating it (a short interruption)"
+        compose up -d --no-deps --force-recreate proxy
+    fi
+}
+
+proxy_serves() {
+    local deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        curl -fsS --max-time 5 "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- steps
+
+backup() {
+    local dir="$BACKUP_DIR/$STAMP"
+    mkdir -p "$dir"
+    git rev-parse HEAD >"$dir/revision"
+    [[ -f "$ENV_FILE" ]] && install -m 600 "$ENV_FILE" "$dir/env"
+    [[ -f "$STATE_DIR/state" ]] && cp "$STATE_DIR/state" "$dir/state"
+    compose ps 2>/dev/null >"$dir/containers.txt" || true
+    if [[ -d "$DATA_DIR/storage" ]]; then
+        tar -czf "$dir/storage.tar.gz" -C "$DATA_DIR" storage
+    fi
+    log "backup: $dir ($(du -sh "$dir" | cut -f1))"
+    # Bounded: the newest $BACKUP_KEEP stay.
+    find "$BACKUP_DIR" -mindepth 1 -maxdepth 1 -type d | sort | head -n "-$BACKUP_KEEP" | while read -r old; do
+        rm -rf "$old" && log "backup: removed $old"
+    done
+}
+
+pull_code() {
+    if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
+        die "the checkout has local changes to tracked files; commit or discard them first (git status)"
+    fi
+    log "fetching $GIT_REMOTE/$DEPLOY_BRANCH"
+    git fetch --quiet "$GIT_REMOTE" "$DEPLOY_BRANCH"
+    [[ "$(git rev-parse --abbrev-ref HEAD)" == "$DEPLOY_BRANCH" ]] || git checkout --quiet "$DEPLOY_BRANCH"
+    git merge --quiet --ff-only FETCH_HEAD || die "cannot fast-forward $DEPLOY_BRANCH to $GIT_REMOTE/$DEPLOY_BRANCH (diverged history?)"
+    log "code at $(git log -1 --format='%h %s')"
+}
+
+# Copies the passthrough variables that are set into the env file, without printing them.
+update_env_file() {
+    if [[ ! -f "$ENV_FILE" ]]; then
+        install -m 600 .env.prod.sample "$ENV_FILE"
+        log "created $ENV_FILE from .env.prod.sample"
+    fi
+    chmod 600 "$ENV_FILE"
+    local name
+    for name in "${ENV_PASSTHROUGH[@]}"; do
+        [[ -n "${!name:-}" ]] || continue
+        KEY="$name" VALUE="${!name}" awk 'BEGIN { k = ENVIRON["KEY"]; v = ENVIRON["VALUE"]; done = 0 }
+            index($0, k "=") == 1 { print k "=" v; done = 1; next } { print }
+            END { if (!done) print k "=" v }' "$ENV_FILE" >"$ENV_FILE.tmp"
+        chmod 600 "$ENV_FILE.tmp" && mv "$ENV_FILE.tmp" "$ENV_FILE"
+        log "set $name in $ENV_FILE (value not shown)"
+    done
+}
+
+ensure_images() {
+    local rev="$1" short="${1:0:12}"
+    APP_IMAGE="$APP_IMAGE_NAME:$short"
+    PROXY_IMAGE="$PROXY_IMAGE_NAME:$(git rev-parse --short=12 "$rev:deploy/nginx")"
+    if docker image inspect "$APP_IMAGE" >/dev/null 2>&1; then
+        log "image $APP_IMAGE exists; not rebuilt"
+    elif [[ -n "${IMAGE_REPO:-}" ]]; then
+        log "pulling $IMAGE_REPO:$short"
+        docker pull "$IMAGE_REPO:$short" && docker tag "$IMAGE_REPO:$short" "$APP_IMAGE"
+    else
+        log "building $APP_IMAGE"
+        local started=$SECONDS
+        docker build --build-arg "GIT_REVISION=$rev" --label "$REVISION_LABEL=$rev" -t "$APP_IMAGE" . \
+            || return 1
+        log "built $APP_IMAGE in $((SECONDS - started))s"
+    fi
+    if ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
+        log "building $PROXY_IMAGE"
+        docker build --label "$REVISION_LABEL=proxy" -t "$PROXY_IMAGE" deploy/nginx || return 1
+    fi
+}
+
+# Blue/green switch to $APP_IMAGE. Returns non-zero, with the old colour still serving, when
+# the new one is not healthy; the caller rolls back.
+switch_to() {
+    local new_image="$1" old_color new_color
+    old_color="$(state_get ACTIVE_COLOR)"
+    if [[ -z "$old_color" ]]; then
+        running app-green && old_color=green
+        running app-blue && old_color=blue
+    fi
+    new_color=blue
+    [[ "$old_color" == blue ]] && new_color=green
+    local old_image
+    old_image="$(state_get ACTIVE_IMAGE)"
+    if [[ "$new_color" == blue ]]; then BLUE_IMAGE="$new_image" GREEN_IMAGE="$old_image"
+    else GREEN_IMAGE="$new_image" BLUE_IMAGE="$old_image"; fi
+
+    log "starting app-$new_color with $new_image (active: ${old_color:-none})"
+    mkdir -p "$DATA_DIR/storage" "$DATA_DIR/logs" models
+    compose up -d --no-deps --force-recreate "app-$new_color"
+    if ! wait_healthy "app-$new_color" || ! deep_health "app-$new_color"; then
+        compose rm -s -f "app-$new_color" >/dev/null 2>&1 || true
+        return 1
+    fi
+
+    log "switching the proxy to app-$new_color"
+    switch_proxy "$new_color"
+    if ! proxy_serves; then
+        log "the proxy does not serve through app-$new_color"
+        if [[ -n "$old_color" ]] && running "app-$old_color"; then switch_proxy "$old_color"; fi
+        compose rm -s -f "app-$new_color" >/dev/null 2>&1 || true
+        return 1
+    fi
+    if [[ -n "$old_color" ]] && [[ -n "$(container_of "app-$old_color")" ]]; then
+        log "draining app-$old_color (SIGTERM, up to ${STOP_GRACE_S}s: finals, then 1012 closes)"
+        compose stop -t "$STOP_GRACE_S" "app-$old_color"
+        compose rm -f "app-$old_color" >/dev/null
+    fi
+    NEW_COLOR="$new_color"
+}
+
+# Removes app images that no environment needs: every environment's active and previous image
+# (staging beside production) and any image a container still uses are kept.
+prune_images() {
+    local keep=() state image
+    for state in .deploy/*/state; do
+        [[ -f "$state" ]] || continue
+        keep+=("$(sed -n 's/^ACTIVE_IMAGE=//p' "$state")" "$(sed -n 's/^PREVIOUS_IMAGE=//p' "$state")")
+    done
+    while read -r image; do
+        [[ " ${keep[*]} " == *" $image "* ]] && continue
+        [[ -n "$(docker ps -a -q --filter "ancestor=$image")" ]] && continue
+        docker rmi "$image" >/dev/null 2>&1 && log "pruned image $image"
+    done < <(docker images --filter "label=$REVISION_LABEL" --format '{{.Repository}}:{{.Tag}}' | grep "^$APP_IMAGE_NAME:")
+    docker image prune -f >/dev/null 2>&1 || true
+}
+
+notify() {
+    local status="$1" text="$2"
+    text="whisper-api $ENVIRONMENT deploy $status on $(hostname): $text"
+    if [[ -n "${SLACK_WEBHOOK_URL:-}" ]]; then
+        local json
+        json="$(printf '%s' "$text" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n' ' ')"
+        # The webhook URL is a secret: give it to curl on stdin, not on its command line.
+        if printf 'url = "%s"\n' "$SLACK_WEBHOOK_URL" | curl -fsS -m 10 -K - -H 'Content-Type: application/json' \
+            --data "{\"text\":\"$json\"}" >/dev/null; then log "notified Slack"; else warn "Slack notification failed"; fi
+    fi
+    if [[ -n "${TELEGRAM_BOT_TOKEN:-}" && -n "${TELEGRAM_CHAT_ID:-}" ]]; then
+        if printf 'url = "%s/bot%s/sendMessage"\n' "${TELEGRAM_API_URL:-https://api.telegram.org}" "$TELEGRAM_BOT_TOKEN" \
+            | curl -fsS -m 10 -K - --data-urlencode "chat_id=$TELEGRAM_CHAT_ID" --data-urlencode "text=$text" >/dev/null; then
+            log "notified Telegram"
+        else
+            warn "Telegram notification failed"
+        fi
+    fi
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    parse_args "$@"
+    [[ $SECRETS_STDIN -eq 1 ]] && read_stdin_secrets
+    cd "$ROOT"
+    preflight
+    mkdir -p "$STATE_DIR" "$BACKUP_DIR" "$DATA_DIR/logs"
+
+    if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
+        exec 9>"$STATE_DIR/lock"
+        flock -n 9 || die "another $ENVIRONMENT deploy is running (lock $STATE_DIR/lock)"
+        LOG_FILE="$DATA_DIR/logs/deployment-$STAMP.log"
+        exec > >(tee -a "$LOG_FILE") 2>&1
+        export TEE_PID=$!
+        log "deployment log: $LOG_FILE"
+        PREV_REVISION="$(git rev-parse HEAD)"
+    else
+        log "continuing with the updated deploy script"
+    fi
+
+    local target_rev target_image
+    if [[ "$MODE" == rollback ]]; then
+        target_image="$(state_get PREVIOUS_IMAGE)" target_rev="$(state_get PREVIOUS_REVISION)"
+        [[ -n "$target_image" && -n "$target_rev" ]] || die "no previous deployment recorded to roll back to"
+        docker image inspect "$target_image" >/dev/null 2>&1 || die "the previous image $target_image is gone"
+        log "rolling back to $target_image ($target_rev)"
+        backup
+        git checkout --quiet "$DEPLOY_BRANCH" && git reset --quiet --hard "$target_rev"
+        PROXY_IMAGE="$PROXY_IMAGE_NAME:$(git rev-parse --short=12 "HEAD:deploy/nginx")"
+        [[ -n "$(docker images -q "$PROXY_IMAGE")" ]] || docker build -t "$PROXY_IMAGE" --label "$REVISION_LABEL=proxy" deploy/nginx
+    else
+        [[ -z "${DEPLOY_RESUMED:-}" ]] && backup
+        if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
+            local script_before
+            script_before="$(sha256sum scripts/deploy.sh)"
+            pull_code
+            if [[ "$(sha256sum scripts/deploy.sh)" != "$script_before" ]]; then
+                export DEPLOY_RESUMED=1 LOG_FILE PREV_REVISION STAMP_RESUMED="$STAMP"
+                exec bash scripts/deploy.sh "$@"
+            fi
+        fi
+        update_env_file
+        target_rev="$(git rev-parse HEAD)"
+        if ! ensure_images "$target_rev"; then
+            rollback_revision
+            notify failed "image build for ${target_rev:0:12} failed; still serving $(state_get ACTIVE_IMAGE)"
+            die "the image build failed; nothing was switched"
+        fi
+        target_image="$APP_IMAGE"
+    fi
+
+    local active_image active_color
+    active_image="$(state_get ACTIVE_IMAGE)" active_color="$(state_get ACTIVE_COLOR)"
+    if [[ $FORCE -eq 0 && "$MODE" == deploy && "$target_image" == "$active_image" \
+        && "$(state_get ENV_HASH)" == "$(env_hash)" ]] && running "app-$active_color" \
+        && http_in "$(container_of "app-$active_color")" /health >/dev/null 2>&1; then
+        log "$target_image is already serving with this env file: nothing to do"
+        notify succeeded "already up to date at ${target_rev:0:12}"
+        return 0
+    fi
+
+    if ! switch_to "$target_image"; then
+        rollback_revision
+        notify failed "${target_rev:0:12} was not healthy: rolled back, still serving ${active_image:-nothing}"
+        die "deploy of $target_image failed its health check; rolled back to ${active_image:-nothing} at ${PREV_REVISION:0:12}"
+    fi
+    local prev_image="$active_image" prev_rev
+    prev_rev="$(state_get ACTIVE_REVISION)"
+    if [[ "$MODE" == rollback ]]; then prev_image="" prev_rev=""; fi
+    state_save "$NEW_COLOR" "$target_image" "$target_rev" "$prev_image" "$prev_rev"
+    prune_images "$target_image" "$prev_image"
+    log "deployed $target_image (${target_rev:0:12}) on app-$NEW_COLOR, port $HTTP_PORT"
+    notify succeeded "${target_rev:0:12} is live (app-$NEW_COLOR)"
+}
+
+# The previous revision goes back into the checkout: the previous image keeps serving and the
+# next deploy starts from a consistent tree.
+rollback_revision() {
+    if [[ -n "${PREV_REVISION:-}" && "$(git rev-parse HEAD)" != "$PREV_REVISION" ]]; then
+        git reset --quiet --hard "$PREV_REVISION"
+        log "checkout returned to ${PREV_REVISION:0:12}"
+    fi
+}
+
+# Lets tee write the last lines to the log (and to the SSH session) before the script ends.
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+finish() {
+    local rc=$?
+    exec 1>&- 2>&-
+    local waited=0
+    while [[ -n "${TEE_PID:-}" ]] && kill -0 "$TEE_PID" 2>/dev/null && ((waited++ < 50)); do sleep 0.1; done
+    exit "$rc"
+}
+trap finish EXIT
+
+# One line, so that a `git pull` rewriting this file mid-run cannot change what bash reads next.
+main "$@"; exit $?

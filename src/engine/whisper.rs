@@ -155,6 +155,7 @@ impl Worker {
             let elapsed = started.elapsed();
             let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
             self.metrics.observe_local_inference(audio, elapsed, job.kind == JobKind::Final);
+            tracing::debug!(kind = ?job.kind, audio_ms = audio.as_millis() as u64, ms = elapsed.as_millis() as u64, queued_ms = started.duration_since(job.enqueued).as_millis() as u64, "inference");
             let _ = job.reply.send(result.map(|t| Transcript { inference: elapsed, ..t }));
         }
         tracing::debug!(worker = ?std::thread::current().name(), "whisper worker stopped");

@@ -47,11 +47,37 @@ async fn every_kind_of_bad_input_is_refused_clearly() {
         ("?channels=5", vec![], "bad_channels", 1008),
         ("", vec![text("hello")], "bad_json", 1007),
         ("", vec![text(r#"{"type":"dance"}"#)], "unknown_type", 1007),
-        ("", vec![text(r#"{"type":"start","sample_rate":4000}"#)], "bad_sample_rate", 1008),
-        ("", vec![Message::Binary(vec![0u8; 100_000].into())], "frame_too_large", 1009),
-        ("", vec![Message::Binary(speech.clone().into()), text(r#"{"type":"eof"}"#), Message::Binary(vec![0u8; 320].into())],
-            "after_eof", 1008),
-        ("", vec![Message::Binary(vec![0u8; 320].into()), text(r#"{"type":"start"}"#)], "start_after_audio", 1008),
+        (
+            "",
+            vec![text(r#"{"type":"start","sample_rate":4000}"#)],
+            "bad_sample_rate",
+            1008,
+        ),
+        (
+            "",
+            vec![Message::Binary(vec![0u8; 100_000].into())],
+            "frame_too_large",
+            1009,
+        ),
+        (
+            "",
+            vec![
+                Message::Binary(speech.clone().into()),
+                text(r#"{"type":"eof"}"#),
+                Message::Binary(vec![0u8; 320].into()),
+            ],
+            "after_eof",
+            1008,
+        ),
+        (
+            "",
+            vec![
+                Message::Binary(vec![0u8; 320].into()),
+                text(r#"{"type":"start"}"#),
+            ],
+            "start_after_audio",
+            1008,
+        ),
     ];
     for (query, frames, code, close) in cases {
         let t = exchange(&server, query, frames).await;
@@ -73,8 +99,14 @@ async fn garbage_audio_does_not_break_the_session_or_the_server() {
             seed as u8
         })
         .collect();
-    for query in ["?encoding=s16le&sample_rate=44100", "?encoding=f32le&channels=2&sample_rate=8000"] {
-        let mut frames: Vec<Message> = noise.chunks(777).map(|c| Message::Binary(c.to_vec().into())).collect();
+    for query in [
+        "?encoding=s16le&sample_rate=44100",
+        "?encoding=f32le&channels=2&sample_rate=8000",
+    ] {
+        let mut frames: Vec<Message> = noise
+            .chunks(777)
+            .map(|c| Message::Binary(c.to_vec().into()))
+            .collect();
         frames.push(text(r#"{"type":"eof"}"#));
         let t = exchange(&server, query, frames).await;
         assert_well_formed(&t);
@@ -91,18 +123,30 @@ async fn a_vanished_client_does_not_disturb_another_session() {
     let pcm = s16le(&load_speech(&wav));
     // One client sends half the speech and disappears without a close frame.
     let mut gone = connect(&server.ws_url("")).await;
-    gone.send(Message::Binary(pcm[..pcm.len() / 2].to_vec().into())).await.unwrap();
+    gone.send(Message::Binary(pcm[..pcm.len() / 2].to_vec().into()))
+        .await
+        .unwrap();
     drop(gone);
     // Another streams the whole clip and gets its transcript.
     let t = stream(&server.ws_url(""), &pcm, 32_000, 3200, 0.0).await;
     assert_well_formed(&t);
-    assert!(wer(&t.final_text(), &reference_text(&wav)) <= 0.10, "{}", t.final_text());
+    assert!(
+        wer(&t.final_text(), &reference_text(&wav)) <= 0.10,
+        "{}",
+        t.final_text()
+    );
     // The vanished session is cleaned up.
     let client = reqwest::Client::new();
     let mut active = u64::MAX;
     for _ in 0..100 {
-        let health: serde_json::Value =
-            client.get(server.http_url("/health")).send().await.unwrap().json().await.unwrap();
+        let health: serde_json::Value = client
+            .get(server.http_url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         active = health["sessions"]["active"].as_u64().unwrap();
         if active == 0 {
             break;

@@ -158,8 +158,11 @@ mod tests {
         for frame in [1, 7, 480, 1024, 48_000] {
             let out = resample_in_frames(&input, 48_000, frame);
             assert_eq!(out.len(), reference.len(), "frame {frame}");
-            let max_diff =
-                out.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let max_diff = out
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             assert!(max_diff < 1e-5, "frame {frame}: max diff {max_diff}");
         }
     }
@@ -169,7 +172,11 @@ mod tests {
         for rate in [8_000, 11_025, 22_050, 44_100, 48_000] {
             let input = sine(rate, 300.0, 0.75);
             let out = resample_in_frames(&input, rate, 333);
-            assert_eq!(out.len() as u64, input.len() as u64 * 16_000 / rate as u64, "{rate}");
+            assert_eq!(
+                out.len() as u64,
+                input.len() as u64 * 16_000 / rate as u64,
+                "{rate}"
+            );
         }
         // The delay is trimmed: a click at 0.5 s comes out at 0.5 s.
         let mut click = vec![0.0f32; 48_000];

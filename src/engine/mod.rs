@@ -66,6 +66,16 @@ impl Job {
         language: String,
     ) -> (Self, oneshot::Receiver<Result<Transcript, EngineError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { kind, audio, prompt, language, reply, enqueued: Instant::now() }, rx)
+        (
+            Self {
+                kind,
+                audio,
+                prompt,
+                language,
+                reply,
+                enqueued: Instant::now(),
+            },
+            rx,
+        )
     }
 }

@@ -11,17 +11,26 @@ use tokio_tungstenite::tungstenite::Message;
 use whisper_api::audio::resample::StreamResampler;
 use whisper_api::audio::wav;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Mono 16 kHz speech from a WAV file.
 pub fn load_speech(path: &Path) -> Vec<f32> {
     let wav = wav::parse(&std::fs::read(path).unwrap()).unwrap();
-    assert_eq!((wav.sample_rate, wav.channels), (16_000, 1), "{}", path.display());
+    assert_eq!(
+        (wav.sample_rate, wav.channels),
+        (16_000, 1),
+        "{}",
+        path.display()
+    );
     wav.samples
 }
 
 pub fn reference_text(wav_path: &Path) -> String {
-    std::fs::read_to_string(wav_path.with_extension("txt")).unwrap().trim().to_string()
+    std::fs::read_to_string(wav_path.with_extension("txt"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Converts 16 kHz mono to `rate`, as a microphone at that rate would deliver it.
@@ -34,7 +43,10 @@ pub fn at_rate(samples: &[f32], rate: u32) -> Vec<f32> {
 }
 
 pub fn s16le(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect()
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect()
 }
 
 pub fn f32le(samples: &[f32]) -> Vec<u8> {
@@ -71,7 +83,11 @@ impl Transcript {
     }
 
     pub fn final_text(&self) -> String {
-        self.of_kind("final").iter().map(|m| m.json["text"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" ")
+        self.of_kind("final")
+            .iter()
+            .map(|m| m.json["text"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Seconds from the moment the end of each utterance's speech was sent to its final.
@@ -89,7 +105,9 @@ impl Transcript {
 }
 
 pub async fn connect(url: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
     ws
 }
 
@@ -102,11 +120,14 @@ pub async fn read_all(ws: &mut Ws, out: &mut Transcript, timeout: Duration) {
             Err(_) => panic!("timed out waiting for the server; got {:?}", out.messages),
             Ok(None) => return,
             Ok(Some(Err(_))) => return,
-            Ok(Some(Ok(Message::Text(t)))) => {
-                out.messages.push(Received { at: Instant::now(), json: serde_json::from_str(&t).unwrap() })
-            }
+            Ok(Some(Ok(Message::Text(t)))) => out.messages.push(Received {
+                at: Instant::now(),
+                json: serde_json::from_str(&t).unwrap(),
+            }),
             Ok(Some(Ok(Message::Close(frame)))) => {
-                out.close_code = frame.map(|f| u16::from(f.code)).or(Some(u16::from(CloseCode::Status)));
+                out.close_code = frame
+                    .map(|f| u16::from(f.code))
+                    .or(Some(u16::from(CloseCode::Status)));
             }
             Ok(Some(Ok(_))) => {}
         }
@@ -115,9 +136,18 @@ pub async fn read_all(ws: &mut Ws, out: &mut Transcript, timeout: Duration) {
 
 /// Streams `pcm` in `chunk`-byte frames, `pace` seconds of wall time per second of audio
 /// (0 = as fast as possible), then sends eof and reads until the server closes.
-pub async fn stream(url: &str, pcm: &[u8], bytes_per_second: usize, chunk: usize, pace: f64) -> Transcript {
+pub async fn stream(
+    url: &str,
+    pcm: &[u8],
+    bytes_per_second: usize,
+    chunk: usize,
+    pace: f64,
+) -> Transcript {
     let mut ws = connect(url).await;
-    let mut transcript = Transcript { pace, ..Default::default() };
+    let mut transcript = Transcript {
+        pace,
+        ..Default::default()
+    };
     let (mut tx, mut rx) = ws_split(&mut ws);
     let reader = async {
         let mut t = Transcript::default();
@@ -127,14 +157,18 @@ pub async fn stream(url: &str, pcm: &[u8], bytes_per_second: usize, chunk: usize
     let writer = async {
         let started = Instant::now();
         for (i, frame) in pcm.chunks(chunk).enumerate() {
-            tx.send(Message::Binary(frame.to_vec().into())).await.unwrap();
+            tx.send(Message::Binary(frame.to_vec().into()))
+                .await
+                .unwrap();
             if pace > 0.0 {
                 let sent = ((i + 1) * chunk).min(pcm.len()) as f64 / bytes_per_second as f64;
                 let due = started + Duration::from_secs_f64(sent * pace);
                 tokio::time::sleep_until(due.into()).await;
             }
         }
-        tx.send(Message::Text(r#"{"type":"eof"}"#.into())).await.unwrap();
+        tx.send(Message::Text(r#"{"type":"eof"}"#.into()))
+            .await
+            .unwrap();
         started
     };
     let (received, started) = tokio::join!(reader, writer);
@@ -155,9 +189,10 @@ async fn read_stream(rx: &mut WsRx<'_>, out: &mut Transcript) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, rx.next()).await {
         match msg {
-            Ok(Message::Text(t)) => {
-                out.messages.push(Received { at: Instant::now(), json: serde_json::from_str(&t).unwrap() })
-            }
+            Ok(Message::Text(t)) => out.messages.push(Received {
+                at: Instant::now(),
+                json: serde_json::from_str(&t).unwrap(),
+            }),
             Ok(Message::Close(frame)) => {
                 out.close_code = frame.map(|f| u16::from(f.code)).or(Some(1005));
             }
@@ -170,13 +205,28 @@ async fn read_stream(rx: &mut WsRx<'_>, out: &mut Transcript) {
 /// Checks the invariants every session must keep: ready first, utterances in order, exactly
 /// one final each, partials of an utterance before its final, sane timestamps.
 pub fn assert_well_formed(t: &Transcript) {
-    assert_eq!(t.messages.first().map(|m| m.kind()), Some("ready"), "ready first: {:?}", t.messages);
-    let finals: Vec<u64> = t.of_kind("final").iter().map(|m| m.json["utterance"].as_u64().unwrap()).collect();
+    assert_eq!(
+        t.messages.first().map(|m| m.kind()),
+        Some("ready"),
+        "ready first: {:?}",
+        t.messages
+    );
+    let finals: Vec<u64> = t
+        .of_kind("final")
+        .iter()
+        .map(|m| m.json["utterance"].as_u64().unwrap())
+        .collect();
     let expected: Vec<u64> = (0..finals.len() as u64).collect();
-    assert_eq!(finals, expected, "exactly one final per utterance, in order");
+    assert_eq!(
+        finals, expected,
+        "exactly one final per utterance, in order"
+    );
     let mut last_end = 0;
     for m in t.of_kind("final") {
-        let (s, e) = (m.json["start_ms"].as_u64().unwrap(), m.json["end_ms"].as_u64().unwrap());
+        let (s, e) = (
+            m.json["start_ms"].as_u64().unwrap(),
+            m.json["end_ms"].as_u64().unwrap(),
+        );
         assert!(s < e, "start before end: {}", m.json);
         assert!(s + 100 >= last_end, "utterances do not overlap: {}", m.json);
         last_end = e;
@@ -184,7 +234,9 @@ pub fn assert_well_formed(t: &Transcript) {
     for (i, m) in t.messages.iter().enumerate() {
         if m.kind() == "partial" {
             let n = &m.json["utterance"];
-            let final_before = t.messages[..i].iter().any(|f| f.kind() == "final" && &f.json["utterance"] == n);
+            let final_before = t.messages[..i]
+                .iter()
+                .any(|f| f.kind() == "final" && &f.json["utterance"] == n);
             assert!(!final_before, "partial after its final: {}", m.json);
         }
     }

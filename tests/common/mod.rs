@@ -24,7 +24,11 @@ pub fn model_path() -> PathBuf {
     let path = std::env::var_os("WHISPER_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("models/ggml-tiny.en.bin"));
-    assert!(path.exists(), "model {} missing: run scripts/fetch-model.sh tiny.en", path.display());
+    assert!(
+        path.exists(),
+        "model {} missing: run scripts/fetch-model.sh tiny.en",
+        path.display()
+    );
     path
 }
 
@@ -33,7 +37,11 @@ pub fn speech_dir() -> PathBuf {
     let dir = std::env::var_os("SPEECH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/speech"));
-    assert!(dir.exists(), "speech corpus {} missing (set SPEECH_DIR)", dir.display());
+    assert!(
+        dir.exists(),
+        "speech corpus {} missing (set SPEECH_DIR)",
+        dir.display()
+    );
     dir
 }
 
@@ -67,7 +75,11 @@ impl TestServer {
         let task = tokio::spawn(whisper_api::run(listener, config, async move {
             let _ = stopped.await;
         }));
-        let server = Self { addr, stop: Some(stop), task: Some(task) };
+        let server = Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        };
         server.wait_healthy().await;
         server
     }

@@ -131,11 +131,16 @@ impl OpenAiClient {
             );
         }
         let auth = bearer(&config.openai_api_key);
-        if auth.is_none() {
-            warn!(
+        match (auth.is_some(), config.fallback_to_local) {
+            (true, _) => {}
+            (false, true) => warn!(
                 "PRIMARY_SERVICE=openai but OPENAI_API_KEY is empty or not a valid header value: \
                  openai is disabled, finals come from the local model (fallback_reason no_api_key)"
-            );
+            ),
+            (false, false) => warn!(
+                "PRIMARY_SERVICE=openai but OPENAI_API_KEY is empty or not a valid header value, \
+                 and FALLBACK_TO_LOCAL=false: every utterance gets an openai_failed error, no final"
+            ),
         }
         let family = ModelFamily::of(&config.openai_model);
         let cooldown = Duration::from_millis(config.openai_circuit_cooldown_ms);
@@ -438,4 +443,46 @@ fn scrub(text: &str, key: &Secret) -> String {
         return text.to_string();
     }
     text.replace(key, "[redacted]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{FALLBACK_REASONS, OPENAI_OUTCOMES};
+
+    #[test]
+    fn reason_strings_are_the_metric_label_sets() {
+        let reasons: Vec<_> = FallbackReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons, FALLBACK_REASONS);
+        // Every attempt outcome but "ok" is a reason a request can fail with.
+        assert_eq!(OPENAI_OUTCOMES[0], "ok");
+        for outcome in &OPENAI_OUTCOMES[1..] {
+            let reason = FallbackReason::ALL.iter().find(|r| r.as_str() == *outcome);
+            assert!(reason.is_some_and(|r| !r.is_fast_fail()), "{outcome}");
+        }
+    }
+
+    #[test]
+    fn the_client_and_its_futures_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<F: Send>(_: &F) {}
+        send_sync::<OpenAiClient>();
+        let mut config = Config::defaults();
+        config.openai_api_key = Secret::new("sk-unit-test");
+        let client = OpenAiClient::from_config(&config, Arc::new(Metrics::new())).unwrap();
+        send(&client.transcribe(&[], "", "en"));
+        send(&client.deep_check());
+    }
+
+    #[test]
+    fn bearer_is_sensitive_and_scrub_removes_the_key() {
+        let value = bearer(&Secret::new(" sk-abcdef ")).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().unwrap(), "Bearer sk-abcdef");
+        assert!(format!("{value:?}").contains("Sensitive"));
+        assert_eq!(bearer(&Secret::new("")), None);
+        assert_eq!(bearer(&Secret::new("sk-with\nnewline")), None);
+        let scrubbed = scrub("echo sk-abcdef twice sk-abcdef", &Secret::new("sk-abcdef"));
+        assert_eq!(scrubbed, "echo [redacted] twice [redacted]");
+    }
 }

@@ -15,8 +15,16 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         let body = json!({"status": "loading", "uptime_s": uptime_s, "version": env!("CARGO_PKG_VERSION")});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     };
-    let status = if state.shutdown.is_cancelled() { "draining" } else { "ok" };
-    let code = if state.shutdown.is_cancelled() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if state.shutdown.is_cancelled() {
+        "draining"
+    } else {
+        "ok"
+    };
+    let code = if state.shutdown.is_cancelled() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -31,7 +39,10 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -56,7 +56,8 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let static_files = ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
+    let static_files =
+        ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))

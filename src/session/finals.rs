@@ -76,7 +76,12 @@ impl FinalPass {
 }
 
 async fn local_transcript(queue: &JobQueue, req: &FinalRequest) -> Result<Transcript, EngineError> {
-    let (job, rx) = Job::new(JobKind::Final, req.audio.clone(), req.prompt.clone(), req.language.clone());
+    let (job, rx) = Job::new(
+        JobKind::Final,
+        req.audio.clone(),
+        req.prompt.clone(),
+        req.language.clone(),
+    );
     queue.submit(job).await?;
     rx.await.unwrap_or(Err(EngineError::Closed))
 }

@@ -196,32 +196,41 @@ wait_healthy() {
     return 1
 }
 
-# Deep health: /health?deep=1 probes OpenAI too. 'ok' and 'degraded' (local fallback serving)
-# pass; the OpenAI status is logged, and fails the deploy only with REQUIRE_OPENAI=true.
+# Deep health: /health?deep=1 also asks OpenAI (GET /models with the key). 'ok' and 'degraded'
+# pass; the OpenAI state and probe are logged, and fail the deploy only with REQUIRE_OPENAI=true
+# (without it, a failing OpenAI means local finals: the service works, degraded).
 deep_health() {
-    local id body status openai
+    local id body status openai probe
     id="$(container_of "$1")"
     body="$(http_in "$id" '/health?deep=1')" || { log "deep health check failed (no 2xx answer)"; return 1; }
-    read -r status openai < <(health_fields "$body")
-    log "deep health: status=$status openai=$openai"
+    read -r status openai probe < <(health_fields "$body")
+    log "deep health: status=$status openai=$openai openai_check=$probe"
     case "$status" in ok|degraded) ;; *) log "unexpected health status '$status'"; return 1 ;; esac
-    if [[ "$REQUIRE_OPENAI" == true && "$openai" != ok ]]; then
-        log "REQUIRE_OPENAI=true and OpenAI is '$openai'"
+    if [[ "$REQUIRE_OPENAI" == true && "$probe" != ok ]]; then
+        log "REQUIRE_OPENAI=true and the OpenAI probe did not succeed ($probe)"
         return 1
     fi
 }
 
-# Prints "<status> <openai status>" of a /health body, with jq or python3 where present.
+# Prints "<status> <openai state> <openai probe>" of a /health body (jq, else python3).
 health_fields() {
     if command -v jq >/dev/null 2>&1; then
-        jq -r '"\(.status // "unknown") \(.openai.status // "not-reported")"' <<<"$1"
+        jq -r '[.status // "unknown", (.openai.state // .openai.status // "not-reported"),
+            (if .openai_check == null then "not-run" elif .openai_check.ok then "ok"
+             else (.openai_check.error // "failed") end)] | join(" ")' <<<"$1"
     elif command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import json,sys; b=json.loads(sys.argv[1]); o=b.get("openai")
-print(b.get("status","unknown"), o.get("status","not-reported") if isinstance(o,dict) else "not-reported")' "$1"
+        python3 - "$1" <<'PY'
+import json, sys
+b = json.loads(sys.argv[1])
+o = b.get("openai") if isinstance(b.get("openai"), dict) else {}
+c = b.get("openai_check")
+probe = "not-run" if not isinstance(c, dict) else ("ok" if c.get("ok") else (c.get("error") or "failed"))
+print(b.get("status", "unknown"), o.get("state", o.get("status", "not-reported")), probe)
+PY
     elif grep -Eq '"status" *: *"(ok|degraded)"' <<<"$1"; then
-        echo "ok unknown"
+        echo "ok unknown unknown"
     else
-        echo "unknown unknown"
+        echo "unknown unknown unknown"
     fi
 }
 

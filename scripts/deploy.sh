@@ -160,8 +160,8 @@ env_hash() { sha256sum "$ENV_FILE" | cut -c1-16; }
 # ---------------------------------------------------------------- compose and containers
 
 compose() {
-    APP_ENV_FILE="$ENV_FILE" DATA_DIR="$DATA_DIR" STATE_DIR="$STATE_DIR" HTTP_PORT="$HTTP_PORT" \
-        HTTP_BIND="${HTTP_BIND:-0.0.0.0}" PROXY_IMAGE="$PROXY_IMAGE" \
+    APP_UID="$APP_UID" APP_GID="$APP_GID" APP_ENV_FILE="$ENV_FILE" DATA_DIR="$DATA_DIR" STATE_DIR="$STATE_DIR" HTTP_PORT="$HTTP_PORT" \
+        HTTP_BIND="${HTTP_BIND:-0.0.0.0}" PROXY_IMAGE="${PROXY_IMAGE:-$PROXY_IMAGE_NAME:latest}" \
         BLUE_IMAGE="${BLUE_IMAGE:-$APP_IMAGE_NAME:none}" GREEN_IMAGE="${GREEN_IMAGE:-$APP_IMAGE_NAME:none}" \
         "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
 }
@@ -268,6 +268,18 @@ proxy_serves() {
 
 # ---------------------------------------------------------------- steps
 
+# The app runs as the deploy user (or, for a root deploy, as the image's uid 10001, which then
+# gets the volume directories it writes to: storage, and models for a first model fetch).
+prepare_dirs() {
+    mkdir -p "$DATA_DIR/storage" "$DATA_DIR/logs" models
+    if [[ "$(id -u)" -eq 0 ]]; then
+        APP_UID=10001 APP_GID=10001
+        chown "$APP_UID:$APP_GID" "$DATA_DIR/storage" models
+    else
+        APP_UID="$(id -u)" APP_GID="$(id -g)"
+    fi
+}
+
 backup() {
     local dir="$BACKUP_DIR/$STAMP"
     mkdir -p "$dir"
@@ -327,7 +339,10 @@ ensure_images() {
         log "building $APP_IMAGE"
         local started=$SECONDS
         docker build --build-arg "GIT_REVISION=$rev" --label "$REVISION_LABEL=$rev" -t "$APP_IMAGE" . \
-            || return 1
+            || { log "hint: where no registry is reachable, run scripts/docker-base-images.sh once"; return 1; }
+        # Tag the (cached) builder stage too, so that no image prune drops the compiled
+        # dependencies the next build starts from.
+        docker build -q --target builder -t "$APP_IMAGE_NAME-builder:cache" . >/dev/null || true
         log "built $APP_IMAGE in $((SECONDS - started))s"
     fi
     if ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
@@ -353,7 +368,6 @@ switch_to() {
     else GREEN_IMAGE="$new_image" BLUE_IMAGE="$old_image"; fi
 
     log "starting app-$new_color with $new_image (active: ${old_color:-none})"
-    mkdir -p "$DATA_DIR/storage" "$DATA_DIR/logs" models
     compose up -d --no-deps --force-recreate "app-$new_color"
     if ! wait_healthy "app-$new_color" || ! deep_health "app-$new_color"; then
         compose rm -s -f "app-$new_color" >/dev/null 2>&1 || true
@@ -389,7 +403,8 @@ prune_images() {
         [[ -n "$(docker ps -a -q --filter "ancestor=$image")" ]] && continue
         docker rmi "$image" >/dev/null 2>&1 && log "pruned image $image"
     done < <(docker images --filter "label=$REVISION_LABEL" --format '{{.Repository}}:{{.Tag}}' | grep "^$APP_IMAGE_NAME:")
-    docker image prune -f >/dev/null 2>&1 || true
+    # No `docker image prune`: the builder stage's layers are untagged, and pruning them would
+    # make the next deploy compile every dependency again. They are kept alive by a tag instead.
 }
 
 notify() {
@@ -419,7 +434,8 @@ main() {
     [[ $SECRETS_STDIN -eq 1 ]] && read_stdin_secrets
     cd "$ROOT"
     preflight
-    mkdir -p "$STATE_DIR" "$BACKUP_DIR" "$DATA_DIR/logs"
+    mkdir -p "$STATE_DIR" "$BACKUP_DIR"
+    prepare_dirs
 
     if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
         exec 9>"$STATE_DIR/lock"

@@ -94,7 +94,7 @@ parse_args() {
     if [[ "$ENVIRONMENT" == production ]]; then
         DATA_DIR=. ENV_FILE=.env HTTP_PORT="${HTTP_PORT:-8000}"
     else
-        DATA_DIR=staging ENV_FILE=.env.staging HTTP_PORT="${HTTP_PORT:-8001}"
+        DATA_DIR=./staging ENV_FILE=.env.staging HTTP_PORT="${HTTP_PORT:-8001}"
     fi
     PROJECT="${COMPOSE_PROJECT_PREFIX:-whisper}-$ENVIRONMENT"
     STATE_DIR=".deploy/$ENVIRONMENT"
@@ -369,6 +369,7 @@ switch_to() {
 
     log "starting app-$new_color with $new_image (active: ${old_color:-none})"
     compose up -d --no-deps --force-recreate "app-$new_color"
+    [[ -n "$(container_of "app-$new_color")" ]] || { log "compose did not create app-$new_color"; return 1; }
     if ! wait_healthy "app-$new_color" || ! deep_health "app-$new_color"; then
         compose rm -s -f "app-$new_color" >/dev/null 2>&1 || true
         return 1

@@ -201,10 +201,11 @@ class Session:
 
 
 def stream_speech(url: str, wav_path: Path = SPEECH, realtime: bool = False, stop: threading.Event | None = None,
-                  timeout: float = 120.0, session: Session | None = None) -> Session:
+                  timeout: float = 120.0, session: Session | None = None, live: bool = False) -> Session:
     """Streams a WAV as PCM frames (at real time, or as fast as possible), then `eof`, and
     records everything until the server closes (into `session` as it arrives, when given).
-    A 1012 close ends the session early."""
+    `live`: like a microphone, the speech repeats until `stop` is set, then `eof`.
+    A 1012 close (a server draining for a deploy) ends the session early."""
     pcm, rate = pcm_of(wav_path)
     step = rate * 2 * CHUNK_MS // 1000
     session = session or Session(started=time.monotonic())
@@ -214,30 +215,42 @@ def stream_speech(url: str, wav_path: Path = SPEECH, realtime: bool = False, sto
         session.error = f"connect: {err!r}"
         session.closed_at = time.monotonic()
         return session
+    finished_sending = threading.Event()
 
     def sender():
         try:
-            t0 = time.monotonic()
-            for i, off in enumerate(range(0, len(pcm), step)):
-                if stop is not None and stop.is_set():
+            t0, sent = time.monotonic(), 0
+            while True:
+                for off in range(0, len(pcm), step):
+                    if stop is not None and stop.is_set():
+                        break
+                    ws.send(pcm[off:off + step])
+                    sent += 1
+                    if realtime:
+                        time.sleep(max(0.0, t0 + sent * CHUNK_MS / 1000 - time.monotonic()))
+                if not live or stop is None or stop.is_set():
                     break
-                ws.send(pcm[off:off + step])
-                if realtime:
-                    time.sleep(max(0.0, t0 + (i + 1) * CHUNK_MS / 1000 - time.monotonic()))
             ws.send(json.dumps({"type": "eof"}))
         except ConnectionClosed:
             pass  # the server closed first (1012 during a drain): the receiver records it
+        finally:
+            finished_sending.set()
 
     thread = threading.Thread(target=sender, daemon=True)
     with ws:
         thread.start()
-        deadline = time.monotonic() + timeout
+        deadline = None if live else time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                try:
-                    raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-                except TimeoutError:
+            while True:
+                if deadline is None and finished_sending.is_set():
+                    deadline = time.monotonic() + timeout
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
                     break
+                try:
+                    raw = ws.recv(timeout=max(0.1, min(remaining, 1.0)))
+                except TimeoutError:
+                    continue
                 msg = json.loads(raw)
                 msg["_t"] = time.monotonic()
                 if msg.get("type") == "ready":
@@ -255,9 +268,10 @@ def stream_speech(url: str, wav_path: Path = SPEECH, realtime: bool = False, sto
 
 
 class Load:
-    """Background traffic through the proxy during a deploy: WebSocket sessions streaming
-    speech at real time, one after another (a 1012 close leads straight to a new session, as
-    the demo page reconnects), and a prober opening a new HTTP connection to /health every 50 ms."""
+    """Background traffic through the proxy during a deploy: a live WebSocket session streaming
+    speech at real time without pause, as a microphone does (a 1012 close leads straight to a
+    new session, as the demo page reconnects), and a prober opening a new HTTP connection to
+    /health every 50 ms."""
 
     def __init__(self, base: str, speech: bool = True):
         self.base = base
@@ -283,7 +297,7 @@ class Load:
         while not self.stop.is_set():
             session = Session(started=time.monotonic())
             self.sessions.append(session)
-            stream_speech(self.ws_url, realtime=True, stop=self.stop, session=session)
+            stream_speech(self.ws_url, realtime=True, stop=self.stop, session=session, live=True, timeout=60)
 
     def _probe(self) -> None:
         while not self.stop.is_set():

@@ -205,6 +205,17 @@ def test_first_deploy_over_ssh(stack):
     assert '"openai"' in result.stdout or "healthy" in result.stdout  # deploy-remote's verification
 
 
+def new_colour_final(load: Load, after: float) -> bool:
+    drained = [s.closed_at for s in list(load.sessions) if s.close_code == 1012 and s.closed_at]
+    return bool(drained) and any(
+        s.started >= min(drained) and any(f["_t"] > after for f in s.finals) for s in list(load.sessions))
+
+
+def summary(load: Load) -> list:
+    return [(round(s.started, 1), s.close_code, s.error, [(m["type"], m.get("utterance")) for m in s.messages][-4:])
+            for s in list(load.sessions)]
+
+
 def test_deploy_while_streaming_refuses_nothing_and_loses_no_final(stack):
     old = stack.state()
     with Load(stack.base()) as load:
@@ -212,11 +223,12 @@ def test_deploy_while_streaming_refuses_nothing_and_loses_no_final(stack):
         rev = stack.commit("docs: a change to deploy", "docs/e2e-deploy-note.txt", "deployed under load\n")
         result = stack.deploy()
         assert_deployed(result, stack)
+        # Keep streaming until the new colour has sent a final: one from a session that began
+        # after the old colour's drain (its 1012), arriving after the deploy finished.
         deployed_at = time.monotonic()
-        # Keep streaming until a session that began after the switch has produced a final.
-        deadline = deployed_at + 60
-        while not any(s.started > deployed_at and s.finals for s in load.sessions):
-            assert time.monotonic() < deadline, "no final from a session started after the deploy"
+        deadline = deployed_at + 120
+        while not new_colour_final(load, deployed_at):
+            assert time.monotonic() < deadline, f"no final from the new colour: {summary(load)}"
             time.sleep(0.5)
     record_timing("deploy under load over SSH", result.seconds)
 
@@ -278,8 +290,10 @@ def test_staging_runs_beside_production(stack):
 def test_failing_health_check_rolls_back_and_the_old_version_keeps_serving(stack):
     good = stack.state()
     good_rev = good["ACTIVE_REVISION"]
-    # A build that starts but never becomes healthy: an invalid setting baked into the image.
-    bad_rev = stack.commit("break: invalid VAD setting", "Dockerfile", "ENV VAD_AGGRESSIVENESS=9\n")
+    # A build that never becomes healthy: its command carries an invalid setting, so the
+    # server refuses to start (and the container keeps restarting).
+    bad_rev = stack.commit("break: invalid VAD setting", "Dockerfile",
+                           'CMD ["whisper-api", "--vad-aggressiveness", "9"]\n')
     with Load(stack.base()) as load:
         load.wait_until_streaming()
         result = stack.deploy()

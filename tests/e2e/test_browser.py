@@ -1,0 +1,290 @@
+"""The browser demo and caption view, driven in headless Chromium against the real server.
+
+One recorded run feeds a real speech clip through Chromium's fake microphone into the demo page
+(AudioWorklet → WebSocket → VAD → tiny.en) while a second window follows the session's caption
+feed; the tests below check what a person would see and download. Other tests check the plain
+messages shown when the microphone cannot be used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from browser_support import (
+    ServerProcess,
+    launch_chromium,
+    padded_clip,
+    parse_srt,
+    speech_dir,
+    wait_for_download,
+    wav_duration_s,
+    word_error_rate,
+)
+
+CLIP = "short/jfk_inaugural_1961.wav"
+# tiny.en scores 7.5 % WER offline on the short clips and gets this one right; streaming cuts
+# utterances at pauses, which may cost a word or two.
+MAX_WER = 0.25
+# From the end of the clip to the last final: VAD silence, inference on a busy 2-core machine.
+SETTLE_TIMEOUT_S = 45
+# Silence after the speech, so the VAD ends the last utterance as after a real speaker.
+TRAILING_SILENCE_S = 3.0
+# How long no partial must be on screen before the clip counts as fully transcribed.
+QUIET_S = 1.5
+POLL_S = 0.2
+SCREENSHOT = os.environ.get("DEMO_SCREENSHOT")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess.start(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+@dataclass
+class Finals:
+    text: str
+    start_ms: int
+    end_ms: int
+    partials: int
+    source: str
+    badge_class: str
+    badge_text: str
+    badge_reason: str | None
+    latency: str
+
+
+@dataclass
+class Run:
+    reference: str
+    clip_s: float
+    session: str
+    caption_url: str
+    finals: list[Finals]
+    saw_partial_before_final: bool
+    caption_live_text: str
+    caption_live_state: str
+    caption_end_text: str
+    caption_end_state: str
+    downloads: dict[str, str]
+    conn_text: str
+
+
+def js_finals(driver) -> list[Finals]:
+    rows = driver.execute_script(
+        """return [...document.querySelectorAll('#transcript li.final')].map(li => {
+             const badge = li.querySelector('.badge');
+             return [li.querySelector('.text').textContent, +li.dataset.startMs, +li.dataset.endMs,
+                     +li.dataset.partials, li.dataset.source, badge.className, badge.textContent,
+                     badge.dataset.reason ?? null, li.querySelector('.latency').textContent];
+           });"""
+    )
+    return [Finals(*row) for row in rows]
+
+
+def count(driver, css: str) -> int:
+    return driver.execute_script(f"return document.querySelectorAll({css!r}).length;")
+
+
+@pytest.fixture(scope="module")
+def run(server, tmp_path_factory) -> Run:
+    source = speech_dir() / CLIP
+    reference = source.with_suffix(".txt").read_text().strip()
+    clip_s = wav_duration_s(source)
+    clip = padded_clip(source, tmp_path_factory.mktemp("audio") / "clip.wav", TRAILING_SILENCE_S)
+    browser = launch_chromium(fake_audio=clip)
+    driver = browser.driver
+    try:
+        driver.get(server.base_url)
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
+        main = driver.current_window_handle
+        driver.find_element(By.ID, "start").click()
+        # The fake microphone starts playing the clip as soon as capture starts.
+        started = time.monotonic()
+        WebDriverWait(driver, 15).until(
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live",
+            message="the page never reported a live connection",
+        )
+        session = driver.find_element(By.ID, "session-id").text
+        caption_url = driver.find_element(By.ID, "caption-link").get_attribute("href")
+
+        driver.switch_to.new_window("window")
+        captions = driver.current_window_handle
+        driver.get(caption_url)
+        driver.switch_to.window(main)
+
+        # Follow the page until the clip has played and no provisional line is left.
+        saw_partial_before_final = False
+        quiet_since = None
+        deadline = started + clip_s + SETTLE_TIMEOUT_S
+        while True:
+            try:
+                partials, finals = count(driver, "#transcript li.partial"), count(driver, "#transcript li.final")
+            except StaleElementReferenceException:
+                continue
+            if partials and not finals:
+                saw_partial_before_final = True
+            now = time.monotonic()
+            if now - started > clip_s and finals and not partials:
+                quiet_since = quiet_since or now
+                if now - quiet_since >= QUIET_S:
+                    break
+            else:
+                quiet_since = None
+            assert now < deadline, f"transcript did not settle; page shows: {driver.find_element(By.ID, 'transcript').text!r}"
+            time.sleep(POLL_S)
+
+        # The caption view, while the session is still live.
+        last_final = js_finals(driver)[-1].text
+        driver.switch_to.window(captions)
+        WebDriverWait(driver, 10).until(
+            lambda d: last_final in d.find_element(By.ID, "captions").text,
+            message="caption view did not show the latest final",
+        )
+        caption_live_text = driver.find_element(By.ID, "captions").text
+        caption_live_state = driver.execute_script("return document.body.dataset.state")
+
+        # Stop: eof → outstanding finals → done → close 1000.
+        driver.switch_to.window(main)
+        driver.find_element(By.ID, "start").click()
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "ended",
+            message="the page did not end the session after Stop",
+        )
+        finals = js_finals(driver)
+        downloads = {}
+        for fmt in ("srt", "vtt", "txt"):
+            driver.find_element(By.CSS_SELECTOR, f"[data-download='{fmt}']").click()
+            downloads[fmt] = wait_for_download(browser.download_dir, f".{fmt}").read_text()
+        conn_text = driver.find_element(By.ID, "conn").text
+        if SCREENSHOT:
+            driver.execute_script("document.activeElement.blur()")
+            driver.save_screenshot(SCREENSHOT)
+
+        driver.switch_to.window(captions)
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return document.body.dataset.state") == "ended",
+            message="caption view did not notice the end of the session",
+        )
+        caption_end_text = driver.find_element(By.ID, "captions").text
+        caption_end_state = driver.find_element(By.ID, "status").text
+        return Run(
+            reference=reference,
+            clip_s=clip_s,
+            session=session,
+            caption_url=caption_url,
+            finals=finals,
+            saw_partial_before_final=saw_partial_before_final,
+            caption_live_text=caption_live_text,
+            caption_live_state=caption_live_state,
+            caption_end_text=caption_end_text,
+            caption_end_state=caption_end_state,
+            downloads=downloads,
+            conn_text=conn_text,
+        )
+    except Exception:
+        print("--- browser console ---\n" + browser.console_log())
+        print("--- server log ---\n" + server.log_tail())
+        raise
+    finally:
+        browser.quit()
+
+
+def test_page_shows_final_transcript_of_the_clip(run: Run):
+    hypothesis = " ".join(f.text for f in run.finals)
+    wer = word_error_rate(run.reference, hypothesis)
+    assert wer <= MAX_WER, f"WER {wer:.2f} > {MAX_WER}: {hypothesis!r} vs {run.reference!r}"
+    assert re.fullmatch(r"[0-9a-f-]{16,64}", run.session), run.session
+    assert run.conn_text == "Not connected"
+
+
+def test_partials_appear_before_finals(run: Run):
+    assert run.saw_partial_before_final, "no provisional line was on screen before the first final"
+    assert sum(f.partials for f in run.finals) >= 1
+    longest = max(run.finals, key=lambda f: f.end_ms - f.start_ms)
+    assert longest.partials >= 1, f"the longest utterance had no partial: {longest}"
+
+
+def test_source_badges_and_latency(run: Run):
+    for final in run.finals:
+        # PRIMARY_SERVICE=local: every final is the local model's, and not a fallback.
+        assert final.source == "local"
+        assert final.badge_class == "badge badge-local" and final.badge_text == "local"
+        assert final.badge_reason is None
+        assert re.fullmatch(r"\d+ ms", final.latency), final.latency
+
+
+def test_srt_download_matches_the_finals(run: Run):
+    cues = parse_srt(run.downloads["srt"])
+    assert [c["index"] for c in cues] == list(range(1, len(run.finals) + 1))
+    assert [c["text"] for c in cues] == [f.text for f in run.finals]
+    slack_ms = 2000
+    previous_end = 0
+    for cue, final in zip(cues, run.finals):
+        assert (cue["start_ms"], cue["end_ms"]) == (final.start_ms, final.end_ms)
+        assert previous_end <= cue["start_ms"] < cue["end_ms"] <= run.clip_s * 1000 + slack_ms
+        previous_end = cue["end_ms"]
+    assert run.downloads["vtt"].startswith("WEBVTT\n\n")
+    assert run.downloads["vtt"].count(" --> ") == len(cues)
+    assert run.downloads["txt"] == "".join(f"{f.text}\n" for f in run.finals)
+
+
+def test_caption_view_follows_the_session(run: Run):
+    assert run.caption_url.endswith(f"captions.html?session={run.session}")
+    assert run.caption_live_state == "live"
+    last = run.finals[-1].text
+    assert last in run.caption_live_text
+    assert last in run.caption_end_text
+    assert run.caption_end_state == "Session ended"
+
+
+@pytest.fixture(scope="module")
+def plain_browser():
+    """Chromium without a fake microphone; `demo.test` resolves to loopback, an insecure origin."""
+    browser = launch_chromium(extra_args=["--host-resolver-rules=MAP demo.test 127.0.0.1"])
+    yield browser
+    browser.quit()
+
+
+def test_page_says_plainly_when_microphone_permission_is_denied(server, plain_browser):
+    driver = plain_browser.driver
+    driver.execute_cdp_cmd(
+        "Browser.setPermission",
+        {"permission": {"name": "microphone"}, "setting": "denied", "origin": server.base_url.rstrip("/")},
+    )
+    driver.get(server.base_url)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
+    driver.find_element(By.ID, "start").click()
+    message = WebDriverWait(driver, 10).until(
+        lambda d: d.find_element(By.ID, "mic-message").text, message="no message about the microphone"
+    )
+    assert "microphone is not available" in message and "permission was denied" in message, message
+    assert driver.find_element(By.ID, "start").text == "Start"
+    assert driver.find_element(By.ID, "conn").get_attribute("data-state") == "idle"
+
+
+def test_page_says_plainly_when_the_page_is_not_secure(server, plain_browser):
+    driver = plain_browser.driver
+    driver.get(f"http://demo.test:{server.port}/")
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
+    message = driver.find_element(By.ID, "mic-message").text
+    assert "microphone is not available" in message and "HTTPS" in message, message
+    assert not driver.find_element(By.ID, "start").is_enabled()
+
+
+def test_wer_and_srt_helpers_score_what_they_should():
+    assert word_error_rate("Ask not, what your country", "ask not what your country") == 0
+    assert word_error_rate("a b c d", "a x c") == 0.5
+    cues = parse_srt("1\n00:00:01,500 --> 01:00:00,000\nhello\n\n2\n01:00:00,000 --> 01:00:00,001\nbye\n")
+    assert [(c["start_ms"], c["end_ms"]) for c in cues] == [(1500, 3_600_000), (3_600_000, 3_600_001)]
+    with pytest.raises(ValueError):
+        parse_srt("1\n00:00:01.500 --> 00:00:02,000\nwrong separator\n")

@@ -17,13 +17,11 @@
 //! - [`captions`]: read-only caption feeds that follow a live session.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`http`]: router, `/ws` admission, `/health`, `/metrics`, static files.
-//! - [`convert`]: faster-whisper (CTranslate2) to ggml model converter.
 //! - [`server`]: `run(listener, config, shutdown)`, the whole server as one function.
 
 pub mod audio;
 pub mod captions;
 pub mod config;
-pub mod convert;
 pub mod engine;
 pub mod http;
 pub mod metrics;

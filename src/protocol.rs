@@ -133,6 +133,8 @@ pub enum ProtocolError {
     BadEncoding(String),
     #[error("channels must be 1 or 2, got {0}")]
     BadChannels(String),
+    #[error("language must be a language code such as en or de, or auto; got {0:?}")]
+    BadLanguage(String),
     #[error("text messages must be JSON objects with a \"type\": {0}")]
     BadJson(String),
     #[error("unknown message type {0:?}; expected start, flush or eof")]
@@ -145,6 +147,8 @@ pub enum ProtocolError {
     StartAfterAudio,
     #[error("server is at its limit of {0} sessions; retry later")]
     ServerBusy(usize),
+    #[error("the model is still loading; retry in a few seconds")]
+    NotReady,
     #[error("server is restarting; reconnect")]
     ShuttingDown,
     #[error("internal error; the session cannot continue")]
@@ -158,12 +162,14 @@ impl ProtocolError {
             ProtocolError::BadSampleRate { .. } => "bad_sample_rate",
             ProtocolError::BadEncoding(_) => "bad_encoding",
             ProtocolError::BadChannels(_) => "bad_channels",
+            ProtocolError::BadLanguage(_) => "bad_language",
             ProtocolError::BadJson(_) => "bad_json",
             ProtocolError::UnknownType(_) => "unknown_type",
             ProtocolError::FrameTooLarge { .. } => "frame_too_large",
             ProtocolError::AfterEof => "after_eof",
             ProtocolError::StartAfterAudio => "start_after_audio",
             ProtocolError::ServerBusy(_) => "server_busy",
+            ProtocolError::NotReady => "not_ready",
             ProtocolError::ShuttingDown => "shutting_down",
             ProtocolError::Internal => "internal",
         }
@@ -174,11 +180,12 @@ impl ProtocolError {
         match self {
             ProtocolError::BadSampleRate { .. }
             | ProtocolError::BadEncoding(_)
-            | ProtocolError::BadChannels(_) => close::POLICY_VIOLATION,
+            | ProtocolError::BadChannels(_)
+            | ProtocolError::BadLanguage(_) => close::POLICY_VIOLATION,
             ProtocolError::BadJson(_) | ProtocolError::UnknownType(_) => close::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } => close::MESSAGE_TOO_BIG,
             ProtocolError::AfterEof | ProtocolError::StartAfterAudio => close::POLICY_VIOLATION,
-            ProtocolError::ServerBusy(_) => close::TRY_AGAIN_LATER,
+            ProtocolError::ServerBusy(_) | ProtocolError::NotReady => close::TRY_AGAIN_LATER,
             ProtocolError::ShuttingDown => close::SERVICE_RESTART,
             ProtocolError::Internal => close::INTERNAL_ERROR,
         }

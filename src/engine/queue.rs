@@ -1,0 +1,171 @@
+//! The bounded job queue between sessions (async) and inference workers (threads).
+//!
+//! Finals are taken before partials. When the queue is full a new partial is refused
+//! (shed) — its session will ask again with more audio — while a final evicts the oldest
+//! waiting partial or, failing that, waits for room: finals are never dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+
+use tokio::sync::Notify;
+
+use super::{EngineError, Job, JobKind};
+
+#[derive(Default)]
+struct Queues {
+    finals: VecDeque<Job>,
+    partials: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queues {
+    fn len(&self) -> usize {
+        self.finals.len() + self.partials.len()
+    }
+}
+
+pub struct JobQueue {
+    capacity: usize,
+    queues: Mutex<Queues>,
+    /// Wakes workers (threads) when a job arrives.
+    available: Condvar,
+    /// Wakes sessions (async) waiting to enqueue a final when room frees up.
+    room: Notify,
+}
+
+/// The mutex guards plain queues; a panic while holding it cannot leave them half-updated,
+/// so a poisoned lock is recovered rather than propagated.
+fn lock(m: &Mutex<Queues>) -> std::sync::MutexGuard<'_, Queues> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JobQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            queues: Mutex::default(),
+            available: Condvar::new(),
+            room: Notify::new(),
+        }
+    }
+
+    /// Enqueues a job. Partials are shed when full; finals wait for room.
+    pub async fn submit(&self, job: Job) -> Result<(), EngineError> {
+        let mut job = Some(job);
+        loop {
+            // Register interest before checking, so a wake-up between the check and the
+            // await is not lost.
+            let notified = self.room.notified();
+            {
+                let mut q = lock(&self.queues);
+                if q.closed {
+                    return Err(EngineError::Closed);
+                }
+                let kind = job.as_ref().map(|j| j.kind).expect("job present until queued");
+                if q.len() >= self.capacity {
+                    match kind {
+                        JobKind::Partial => {
+                            let job = job.take().expect("job present");
+                            let _ = job.reply.send(Err(EngineError::Shed));
+                            return Err(EngineError::Shed);
+                        }
+                        JobKind::Final => {
+                            if let Some(evicted) = q.partials.pop_front() {
+                                let _ = evicted.reply.send(Err(EngineError::Shed));
+                            }
+                        }
+                    }
+                }
+                if q.len() < self.capacity {
+                    let job = job.take().expect("job present");
+                    match job.kind {
+                        JobKind::Final => q.finals.push_back(job),
+                        JobKind::Partial => q.partials.push_back(job),
+                    }
+                    self.available.notify_one();
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Blocks a worker thread until a job is available; `None` once closed and drained.
+    pub fn take(&self) -> Option<Job> {
+        let mut q = lock(&self.queues);
+        loop {
+            let job = q.finals.pop_front().or_else(|| q.partials.pop_front());
+            if let Some(job) = job {
+                self.room.notify_waiters();
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.available.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        lock(&self.queues).len()
+    }
+
+    /// Stops accepting jobs; workers finish what is queued and exit.
+    pub fn close(&self) {
+        lock(&self.queues).closed = true;
+        self.available.notify_all();
+        self.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn job(kind: JobKind) -> (Job, tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>) {
+        Job::new(kind, Arc::new(vec![]), String::new(), "en".into())
+    }
+
+    #[tokio::test]
+    async fn finals_go_first_and_partials_are_shed_when_full() {
+        let q = JobQueue::new(2);
+        let (p1, mut p1_rx) = job(JobKind::Partial);
+        let (p2, _p2_rx) = job(JobKind::Partial);
+        q.submit(p1).await.unwrap();
+        q.submit(p2).await.unwrap();
+        let (p3, _) = job(JobKind::Partial);
+        assert_eq!(q.submit(p3).await, Err(EngineError::Shed));
+        // A final evicts the oldest partial instead of waiting.
+        let (f, _f_rx) = job(JobKind::Final);
+        q.submit(f).await.unwrap();
+        assert_eq!(p1_rx.try_recv().unwrap(), Err(EngineError::Shed));
+        assert_eq!(q.take().unwrap().kind, JobKind::Final);
+        assert_eq!(q.take().unwrap().kind, JobKind::Partial);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn finals_wait_for_room_when_only_finals_are_queued() {
+        let q = Arc::new(JobQueue::new(1));
+        let (f1, _r1) = job(JobKind::Final);
+        q.submit(f1).await.unwrap();
+        let (f2, _r2) = job(JobKind::Final);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.submit(f2).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "second final waits");
+        let taken = tokio::task::spawn_blocking({
+            let q = q.clone();
+            move || q.take().map(|j| j.kind)
+        });
+        assert_eq!(taken.await.unwrap(), Some(JobKind::Final));
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(q.depth(), 1);
+        q.close();
+        assert!(q.take().is_some(), "queued work drains after close");
+        assert!(q.take().is_none());
+    }
+}

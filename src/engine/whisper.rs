@@ -1,0 +1,210 @@
+//! The local whisper.cpp engine (the only file that imports whisper-rs).
+//!
+//! One `WhisperContext` (the weights) is shared; each worker thread owns a `WhisperState`
+//! (the KV caches and buffers) and takes jobs from the [`JobQueue`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+
+use super::{filter, EngineError, Job, JobKind, JobQueue, Transcript};
+use crate::audio::PIPELINE_RATE;
+use crate::metrics::Metrics;
+
+/// "ggml" as the little-endian u32 at the start of every ggml whisper model.
+const GGML_MAGIC: u32 = 0x6767_6d6c;
+/// whisper's encoder sees 30 s as 1500 frames: 50 per second of audio.
+const AUDIO_CTX_PER_SECOND: usize = 50;
+/// Extra encoder frames for partials, so words at the very end are not clipped.
+const AUDIO_CTX_MARGIN: usize = 64;
+/// whisper.cpp pads input shorter than this, and mis-decodes much shorter audio.
+const MIN_AUDIO_SAMPLES: usize = PIPELINE_RATE as usize + PIPELINE_RATE as usize / 10;
+/// Upper bound on partial length in tokens: a partial covers at most a few seconds of speech.
+const PARTIAL_MAX_TOKENS: i32 = 96;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "model file {0} not found; fetch it with `scripts/fetch-model.sh tiny.en` \
+         or set WHISPER_MODEL to a ggml whisper model"
+    )]
+    Missing(PathBuf),
+    #[error(
+        "{0} is not a ggml whisper model (bad magic); fetch one with \
+         `scripts/fetch-model.sh tiny.en` or convert a faster-whisper model with ct2-to-ggml"
+    )]
+    NotGgml(PathBuf),
+    #[error("cannot read model file {0}: {1}")]
+    Unreadable(PathBuf, std::io::Error),
+    #[error("whisper.cpp could not load {0}: {1}")]
+    Load(PathBuf, String),
+}
+
+/// What /health reports about the model.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelInfo {
+    pub path: String,
+    pub kind: String,
+    pub multilingual: bool,
+    pub workers: usize,
+    pub threads_per_worker: usize,
+}
+
+/// Checks that `path` is a ggml whisper file before handing it to whisper.cpp, whose own
+/// failure messages do not say what to do.
+pub fn check_model_file(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::Missing(path.to_path_buf()),
+        _ => ModelError::Unreadable(path.to_path_buf(), e),
+    })?;
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(|_| ModelError::NotGgml(path.to_path_buf()))?;
+    if u32::from_le_bytes(magic) != GGML_MAGIC {
+        return Err(ModelError::NotGgml(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// The worker pool. Dropping it closes the queue and joins the workers.
+pub struct LocalEngine {
+    queue: Arc<JobQueue>,
+    workers: Vec<JoinHandle<()>>,
+    info: ModelInfo,
+}
+
+impl LocalEngine {
+    /// Loads the model (blocking: call from `spawn_blocking`) and starts the workers.
+    pub fn load(
+        path: &Path,
+        workers: usize,
+        threads: usize,
+        queue_capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ModelError> {
+        check_model_file(path)?;
+        whisper_rs::install_logging_hooks();
+        let path_str = path.to_string_lossy().to_string();
+        let ctx = WhisperContext::new_with_params(&path_str, WhisperContextParameters::default())
+            .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
+        let info = ModelInfo {
+            path: path_str,
+            kind: ctx.model_type_readable_str().unwrap_or("unknown").to_string(),
+            multilingual: ctx.is_multilingual(),
+            workers,
+            threads_per_worker: threads,
+        };
+        let ctx = Arc::new(ctx);
+        let queue = Arc::new(JobQueue::new(queue_capacity));
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let state = ctx
+                .create_state()
+                .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
+            let worker = Worker { state, threads, queue: queue.clone(), metrics: metrics.clone() };
+            let handle = std::thread::Builder::new()
+                .name(format!("whisper-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
+            handles.push(handle);
+        }
+        Ok(Self { queue, workers: handles, info })
+    }
+
+    pub fn queue(&self) -> &Arc<JobQueue> {
+        &self.queue
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn multilingual(&self) -> bool {
+        self.info.multilingual
+    }
+}
+
+impl Drop for LocalEngine {
+    fn drop(&mut self) {
+        self.queue.close();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Worker {
+    state: WhisperState,
+    threads: usize,
+    queue: Arc<JobQueue>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Some(job) = self.queue.take() {
+            self.metrics.set_engine_queue_depth(self.queue.depth());
+            if job.reply.is_closed() {
+                continue; // The session is gone or has moved on: don't spend CPU on it.
+            }
+            let started = Instant::now();
+            let result = self.transcribe(&job);
+            let elapsed = started.elapsed();
+            let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
+            self.metrics.observe_local_inference(audio, elapsed, job.kind == JobKind::Final);
+            let _ = job.reply.send(result.map(|t| Transcript { inference: elapsed, ..t }));
+        }
+        tracing::debug!(worker = ?std::thread::current().name(), "whisper worker stopped");
+    }
+
+    fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.threads as i32);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_no_context(true);
+        let language = (job.language != "auto").then_some(job.language.as_str());
+        params.set_language(language);
+        params.set_detect_language(false);
+        if !job.prompt.is_empty() {
+            params.set_initial_prompt(&job.prompt);
+        }
+        // Short input is padded with silence to whisper.cpp's minimum.
+        let padded: Vec<f32>;
+        let audio: &[f32] = if job.audio.len() < MIN_AUDIO_SAMPLES {
+            padded = job.audio.iter().copied().chain(std::iter::repeat(0.0)).take(MIN_AUDIO_SAMPLES).collect();
+            &padded
+        } else {
+            &job.audio
+        };
+        if job.kind == JobKind::Partial {
+            // Partials: encoder sized to the audio, one segment, no timestamps, no fallback.
+            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
+            params.set_audio_ctx(ctx.min(1500) as i32);
+            params.set_single_segment(true);
+            params.set_no_timestamps(true);
+            params.set_temperature_inc(0.0);
+            params.set_max_tokens(PARTIAL_MAX_TOKENS);
+        }
+        self.state.full(params, audio).map_err(|e| EngineError::Inference(e.to_string()))?;
+        let mut text = String::new();
+        let mut no_speech_prob = 0.0f32;
+        for segment in self.state.as_iter() {
+            if let Ok(piece) = segment.to_str_lossy() {
+                text.push_str(&piece);
+            }
+            no_speech_prob = no_speech_prob.max(segment.no_speech_probability());
+        }
+        Ok(Transcript {
+            text: filter::clean(&text, no_speech_prob, &job.audio),
+            no_speech_prob,
+            inference: Duration::ZERO,
+        })
+    }
+}

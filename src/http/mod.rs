@@ -1,0 +1,68 @@
+//! HTTP surface: the router, `/ws` admission, `/health`, `/metrics` and static files.
+
+pub mod captions;
+pub mod health;
+pub mod ws;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::captions::CaptionHub;
+use crate::config::Config;
+use crate::engine::LocalEngine;
+use crate::metrics::Metrics;
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// Set once the model has loaded; until then /health answers 503 and /ws refuses.
+    pub engine: Arc<OnceLock<LocalEngine>>,
+    pub metrics: Arc<Metrics>,
+    pub captions: Arc<CaptionHub>,
+    /// One permit per live session (MAX_SESSIONS).
+    pub sessions: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them (axum does not drain WebSockets).
+    pub tracker: TaskTracker,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        Self {
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            config: Arc::new(config),
+            engine: Arc::new(OnceLock::new()),
+            metrics: Arc::new(Metrics::new()),
+            captions: Arc::new(CaptionHub::new()),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn active_sessions(&self) -> usize {
+        self.config.max_sessions - self.sessions.available_permits()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let static_files = ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .merge(captions::routes())
+        .fallback_service(static_files)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,67 @@
+//! `GET /ws`: admission (model ready, session limit, valid parameters), then the session.
+//!
+//! Refusals happen after the upgrade, as an `error` message and a close code, because a
+//! browser's WebSocket API cannot read an HTTP error response.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::Uri;
+use axum::response::Response;
+
+use super::AppState;
+use crate::protocol::{ProtocolError, ServerMessage};
+use crate::session::{self, finals::FinalPass, RawQuery, SessionDeps, StreamParams};
+
+/// tungstenite's own limit, above the configured one so that an oversized message still
+/// reaches the session and gets a proper `frame_too_large` error.
+const TRANSPORT_LIMIT_FACTOR: usize = 4;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let limit = state.config.max_frame_bytes.saturating_mul(TRANSPORT_LIMIT_FACTOR);
+    // Every field is optional and validated by the session, so a malformed query string
+    // just means defaults (and the `ready` message shows what was used).
+    let query = Query::<RawQuery>::try_from_uri(&uri).map(|Query(q)| q).unwrap_or_default();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| admit(socket, query, state))
+}
+
+async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
+    if state.shutdown.is_cancelled() {
+        return refuse(socket, ProtocolError::ShuttingDown).await;
+    }
+    let Some(engine) = state.engine.get() else {
+        return refuse(socket, ProtocolError::NotReady).await;
+    };
+    let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
+        state.metrics.session_rejected();
+        return refuse(socket, ProtocolError::ServerBusy(state.config.max_sessions)).await;
+    };
+    let params = match StreamParams::from_query(&query, &state.config.language) {
+        Ok(p) => p,
+        Err(e) => return refuse(socket, e).await,
+    };
+    let deps = SessionDeps {
+        config: state.config.clone(),
+        final_pass: FinalPass { queue: engine.queue().clone() },
+        metrics: state.metrics.clone(),
+        captions: state.captions.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    // Tracked so shutdown waits for the session to send its finals and close.
+    state.tracker.spawn(async move {
+        session::run(socket, params, deps).await;
+        drop(permit);
+    });
+}
+
+async fn refuse(mut socket: WebSocket, error: ProtocolError) {
+    let msg = ServerMessage::Error { code: error.code().into(), message: error.to_string(), utterance: None };
+    let _ = socket.send(Message::Text(msg.to_json().into())).await;
+    let frame = CloseFrame { code: error.close_code(), reason: error.code().into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}

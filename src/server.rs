@@ -1,0 +1,83 @@
+//! The whole server as one function of (listener, config, shutdown).
+//!
+//! Shutdown runs in order: the signal cancels every session (each finishes its open
+//! utterance and sends its finals, then closes with 1012), the listener stops accepting,
+//! and `run` returns once every session has ended or the grace period is over.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::whisper::check_model_file;
+use crate::engine::LocalEngine;
+use crate::http::{self, AppState};
+
+/// Time allowed after the grace period for sessions to write their close frames.
+const CLOSE_MARGIN: Duration = Duration::from_secs(2);
+
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // Fail fast, before accepting anything, when the model file is missing or wrong.
+    check_model_file(&config.whisper_model)?;
+    let state = AppState::new(config);
+    let config = state.config.clone();
+    let grace = config.shutdown_grace();
+
+    let loader = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || load_engine(&state)
+    });
+
+    let token = state.shutdown.clone();
+    let serve = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown({
+        let token = token.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutdown requested: finishing open sessions"),
+                _ = token.cancelled() => {}
+            }
+            token.cancel();
+        }
+    });
+    let serve = tokio::spawn(async move { serve.await });
+
+    match loader.await.context("model loader panicked")? {
+        Ok(()) => {}
+        Err(e) => {
+            token.cancel();
+            let _ = serve.await;
+            return Err(e);
+        }
+    }
+    serve.await.context("server task panicked")?.context("HTTP server failed")?;
+
+    state.tracker.close();
+    if tokio::time::timeout(grace + CLOSE_MARGIN, state.tracker.wait()).await.is_err() {
+        tracing::warn!(sessions = state.tracker.len(), "sessions still open after the grace period");
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+fn load_engine(state: &AppState) -> anyhow::Result<()> {
+    let config = &state.config;
+    let (workers, threads) = config.engine_shape();
+    let started = std::time::Instant::now();
+    let engine = LocalEngine::load(&config.whisper_model, workers, threads, config.engine_queue, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading {}", config.whisper_model.display()))?;
+    if !engine.multilingual() && config.language != "en" {
+        tracing::warn!(language = %config.language, "the model is English-only; LANGUAGE is ignored");
+    }
+    tracing::info!(
+        model = %config.whisper_model.display(),
+        workers,
+        threads,
+        ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let _ = state.engine.set(engine);
+    Ok(())
+}

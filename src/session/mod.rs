@@ -1,0 +1,403 @@
+//! One WebSocket connection, from `ready` to close.
+//!
+//! The reader loop is the only owner of the session's state: it decodes audio, runs the
+//! segmenter, schedules partials (at most one in flight, latest audio wins) and queues one
+//! final-pass future per utterance in a `FuturesOrdered`, which yields them in utterance
+//! order however the engine or OpenAI finish. Everything it sends goes through the
+//! [`outbox::Outbox`].
+
+pub mod finals;
+pub mod outbox;
+pub mod params;
+pub mod pipeline;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audio::{ms_to_samples, samples_to_ms};
+use crate::captions::CaptionHub;
+use crate::config::Config;
+use crate::engine::{EngineError, Job, JobKind, Transcript};
+use crate::metrics::Metrics;
+use crate::protocol::{self, close, ClientMessage, ProtocolError, ServerMessage};
+use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
+
+use finals::{FinalPass, FinalRequest, FinalResult};
+use outbox::Outbox;
+pub use params::{RawQuery, StreamParams};
+use pipeline::AudioPipeline;
+
+/// A partial needs at least this much new audio since the last one.
+const PARTIAL_MIN_NEW_MS: u64 = 250;
+/// Partials start once an utterance holds this much audio.
+const PARTIAL_MIN_AUDIO_MS: u64 = 400;
+/// Characters of earlier finals passed to whisper as the prompt.
+const PROMPT_CHARS: usize = 200;
+
+/// Everything a session needs from the server.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub config: Arc<Config>,
+    pub final_pass: FinalPass,
+    pub metrics: Arc<Metrics>,
+    pub captions: Arc<CaptionHub>,
+    pub shutdown: CancellationToken,
+}
+
+/// Why the reader loop stopped taking input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Eof,
+    Idle,
+    Shutdown,
+}
+
+type FinalFuture = Pin<Box<dyn Future<Output = FinalResult> + Send>>;
+
+struct InFlightPartial {
+    utterance: u64,
+    start_sample: u64,
+    audio_len: usize,
+    submitted: Instant,
+    rx: oneshot::Receiver<Result<Transcript, EngineError>>,
+}
+
+struct Session {
+    id: Arc<str>,
+    deps: SessionDeps,
+    params: StreamParams,
+    pipeline: AudioPipeline<WebRtcVad>,
+    outbox: Outbox,
+    finals: FuturesOrdered<FinalFuture>,
+    partial: Option<InFlightPartial>,
+    /// Audio length of the open utterance when its last partial was requested.
+    partial_audio_len: usize,
+    last_partial_text: String,
+    recent_finals: VecDeque<String>,
+    audio_received: bool,
+}
+
+/// Runs a session to its end. `params` come from the query string.
+pub async fn run(socket: WebSocket, params: StreamParams, deps: SessionDeps) {
+    let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    let span = tracing::info_span!("session", id = &id[..8]);
+    async move {
+        let started = Instant::now();
+        deps.metrics.session_opened();
+        deps.captions.open(&id);
+        let outcome = run_inner(socket, params, deps.clone(), id.clone()).await;
+        deps.captions.close(&id);
+        deps.metrics.session_closed();
+        tracing::info!(ended = outcome, secs = started.elapsed().as_secs_f32(), "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// The session loop; returns how it ended, for the log.
+async fn run_inner(socket: WebSocket, params: StreamParams, deps: SessionDeps, id: Arc<str>) -> &'static str {
+    let (sink, mut stream) = socket.split();
+    let (outbox, writer) = Outbox::spawn(sink, id.clone(), deps.captions.clone());
+    let mut session = match Session::new(id, params, deps, outbox.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&outbox, &e).await;
+            let _ = writer.await;
+            return "rejected";
+        }
+    };
+    session.send_ready().await;
+    let config = session.deps.config.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(config.partial_interval_ms.max(50) as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let idle = tokio::time::sleep(config.idle_timeout());
+    tokio::pin!(idle);
+    let shutdown = session.deps.shutdown.clone();
+    let mut ending: Option<Ending> = None;
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+
+    let outcome = loop {
+        if ending.is_some() && session.finals.is_empty() {
+            break "completed";
+        }
+        // Biased: deliver results before reading more input, so finals are never starved.
+        tokio::select! {
+            biased;
+            Some(result) = session.finals.next() => session.send_final(result).await,
+            result = wait_partial(&mut session.partial) => session.on_partial(result).await,
+            _ = shutdown.cancelled(), if ending.is_none() => {
+                // Finish open utterances; their finals go out before the 1012 close.
+                session.finish_stream();
+                ending = Some(Ending::Shutdown);
+                grace_deadline = Some(tokio::time::Instant::now() + config.shutdown_grace());
+            }
+            _ = sleep_until_opt(grace_deadline) => break "grace expired",
+            msg = stream.next(), if ending != Some(Ending::Shutdown) => {
+                let Some(Ok(msg)) = msg else { break "client gone" };
+                match session.on_message(msg, ending.is_some()) {
+                    Ok(Input::Audio) => idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout()),
+                    Ok(Input::Eof) => ending = Some(Ending::Eof),
+                    Ok(Input::Restarted) => session.send_ready().await,
+                    Ok(Input::None) => {}
+                    Ok(Input::Closed) => break "client closed",
+                    Err(e) => {
+                        fail(&outbox, &e).await;
+                        break e.code();
+                    }
+                }
+            }
+            _ = &mut idle, if ending.is_none() => {
+                tracing::info!(idle_ms = config.idle_timeout_ms, "no audio: ending session");
+                session.finish_stream();
+                ending = Some(Ending::Idle);
+            }
+            _ = tick.tick(), if ending.is_none() => session.maybe_request_partial().await,
+        }
+    };
+    match ending {
+        Some(Ending::Shutdown) => outbox.close(close::SERVICE_RESTART, "server restarting").await,
+        Some(_) if outcome == "completed" => {
+            outbox.send(&ServerMessage::Done).await;
+            outbox.close(close::NORMAL, "done").await;
+        }
+        _ => {}
+    }
+    drop(session);
+    drop(outbox);
+    let _ = writer.await;
+    outcome
+}
+
+async fn fail(outbox: &Outbox, e: &ProtocolError) {
+    tracing::info!(code = e.code(), error = %e, "closing session on client error");
+    outbox.send(&e.to_message()).await;
+    outbox.close(e.close_code(), e.code()).await;
+}
+
+async fn wait_partial(partial: &mut Option<InFlightPartial>) -> (InFlightPartial, Result<Transcript, EngineError>) {
+    match partial.as_mut() {
+        Some(p) => {
+            let result = (&mut p.rx).await.unwrap_or(Err(EngineError::Closed));
+            (partial.take().expect("checked above"), result)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Input {
+    Audio,
+    Eof,
+    Restarted,
+    Closed,
+    None,
+}
+
+impl Session {
+    fn new(id: Arc<str>, params: StreamParams, deps: SessionDeps, outbox: Outbox) -> Result<Self, ProtocolError> {
+        let pipeline = Self::pipeline(&params, &deps.config)?;
+        Ok(Self {
+            id,
+            deps,
+            params,
+            pipeline,
+            outbox,
+            finals: FuturesOrdered::new(),
+            partial: None,
+            partial_audio_len: 0,
+            last_partial_text: String::new(),
+            recent_finals: VecDeque::new(),
+            audio_received: false,
+        })
+    }
+
+    fn pipeline(params: &StreamParams, config: &Config) -> Result<AudioPipeline<WebRtcVad>, ProtocolError> {
+        let segmenter = SegmenterConfig {
+            min_speech_ms: config.vad_min_speech_ms,
+            preroll_ms: config.vad_preroll_ms,
+            silence_ms: config.vad_silence_ms,
+            max_utterance_ms: config.max_utterance_ms,
+        };
+        AudioPipeline::new(params, WebRtcVad::new(config.vad_aggressiveness), segmenter).map_err(|e| {
+            tracing::error!(error = %e, "resampler construction failed");
+            ProtocolError::Internal
+        })
+    }
+
+    async fn send_ready(&mut self) {
+        let config = &self.deps.config;
+        let ready = ServerMessage::Ready {
+            session: self.id.to_string(),
+            protocol: protocol::PROTOCOL_VERSION,
+            sample_rate: self.params.sample_rate,
+            encoding: self.params.encoding,
+            channels: self.params.channels,
+            language: self.params.language.clone(),
+            vad_silence_ms: config.vad_silence_ms,
+            idle_timeout_ms: config.idle_timeout_ms,
+        };
+        self.outbox.send(&ready).await;
+    }
+
+    fn on_message(&mut self, msg: Message, after_eof: bool) -> Result<Input, ProtocolError> {
+        let max = self.deps.config.max_frame_bytes;
+        match msg {
+            Message::Binary(bytes) => {
+                if after_eof {
+                    return Err(ProtocolError::AfterEof);
+                }
+                if bytes.len() > max {
+                    return Err(ProtocolError::FrameTooLarge { got: bytes.len(), max });
+                }
+                self.audio_received = true;
+                let events = self.pipeline.push(&bytes);
+                self.on_segments(events);
+                Ok(Input::Audio)
+            }
+            Message::Text(text) => {
+                if text.len() > max {
+                    return Err(ProtocolError::FrameTooLarge { got: text.len(), max });
+                }
+                if after_eof {
+                    return Err(ProtocolError::AfterEof);
+                }
+                match protocol::parse_client_text(&text)? {
+                    ClientMessage::Start(patch) => {
+                        if self.audio_received {
+                            return Err(ProtocolError::StartAfterAudio);
+                        }
+                        self.params.apply(&patch)?;
+                        self.pipeline = Self::pipeline(&self.params, &self.deps.config)?;
+                        Ok(Input::Restarted)
+                    }
+                    ClientMessage::Flush => {
+                        let event = self.pipeline.flush();
+                        self.on_segments(event.into_iter().collect());
+                        Ok(Input::None)
+                    }
+                    ClientMessage::Eof => {
+                        self.finish_stream();
+                        Ok(Input::Eof)
+                    }
+                }
+            }
+            Message::Close(_) => Ok(Input::Closed),
+            Message::Ping(_) | Message::Pong(_) => Ok(Input::None),
+        }
+    }
+
+    /// End of input: the open utterance (and the resampler's tail) becomes a final.
+    fn finish_stream(&mut self) {
+        let events = self.pipeline.finish();
+        self.on_segments(events);
+    }
+
+    fn on_segments(&mut self, events: Vec<SegmentEvent>) {
+        for event in events {
+            match event {
+                SegmentEvent::Started { utterance, start_sample } => {
+                    tracing::debug!(utterance, start_ms = samples_to_ms(start_sample), "utterance started");
+                    self.partial_audio_len = 0;
+                    self.last_partial_text.clear();
+                }
+                SegmentEvent::Ended { utterance, start_sample, end_sample, audio, reason } => {
+                    tracing::debug!(utterance, ?reason, secs = audio.len() as f32 / 16_000.0, "utterance ended");
+                    self.deps.metrics.utterance_finished();
+                    let request = FinalRequest {
+                        utterance,
+                        start_ms: samples_to_ms(start_sample),
+                        end_ms: samples_to_ms(end_sample),
+                        audio: Arc::new(audio),
+                        prompt: self.prompt(),
+                        language: self.params.language.clone(),
+                        closed_at: Instant::now(),
+                    };
+                    let pass = self.deps.final_pass.clone();
+                    let outbox = self.outbox.clone();
+                    self.finals.push_back(Box::pin(pass.run(request, outbox)));
+                }
+            }
+        }
+    }
+
+    fn prompt(&self) -> String {
+        let joined = self.recent_finals.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+        let skip = joined.chars().count().saturating_sub(PROMPT_CHARS);
+        joined.chars().skip(skip).collect()
+    }
+
+    async fn send_final(&mut self, result: FinalResult) {
+        let message = result.to_message();
+        if !result.text.is_empty() {
+            self.recent_finals.push_back(result.text.clone());
+            if self.recent_finals.len() > 4 {
+                self.recent_finals.pop_front();
+            }
+        }
+        self.deps.metrics.observe_final_latency(result.closed_at.elapsed(), result.source);
+        self.outbox.send(&message).await;
+    }
+
+    async fn maybe_request_partial(&mut self) {
+        if self.partial.is_some() {
+            return; // At most one in flight: the next one will carry newer audio anyway.
+        }
+        let Some((utterance, start_sample, audio)) = self.pipeline.current() else { return };
+        let enough = audio.len() >= ms_to_samples(PARTIAL_MIN_AUDIO_MS);
+        let new = audio.len() >= self.partial_audio_len + ms_to_samples(PARTIAL_MIN_NEW_MS);
+        if !enough || !new {
+            return;
+        }
+        let audio_len = audio.len();
+        let (job, rx) = Job::new(JobKind::Partial, Arc::new(audio.to_vec()), self.prompt(), self.params.language.clone());
+        self.partial_audio_len = audio_len;
+        match self.deps.final_pass.queue.submit(job).await {
+            Ok(()) => {
+                self.partial = Some(InFlightPartial { utterance, start_sample, audio_len, submitted: Instant::now(), rx });
+            }
+            Err(_) => self.deps.metrics.partial_shed(),
+        }
+    }
+
+    async fn on_partial(&mut self, (partial, result): (InFlightPartial, Result<Transcript, EngineError>)) {
+        let open = self.pipeline.current().map(|(n, _, _)| n);
+        let transcript = match result {
+            Ok(t) => t,
+            Err(EngineError::Shed) => return self.deps.metrics.partial_shed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "partial failed");
+                return;
+            }
+        };
+        // A partial for an utterance that has ended is stale: its final is on the way.
+        if open != Some(partial.utterance) || transcript.text.is_empty() || transcript.text == self.last_partial_text {
+            return;
+        }
+        self.deps.metrics.observe_partial_latency(partial.submitted.elapsed());
+        self.last_partial_text = transcript.text.clone();
+        let start_ms = samples_to_ms(partial.start_sample);
+        let message = ServerMessage::Partial {
+            utterance: partial.utterance,
+            text: transcript.text,
+            start_ms,
+            end_ms: start_ms + samples_to_ms(partial.audio_len as u64),
+        };
+        self.outbox.send(&message).await;
+    }
+}

@@ -19,7 +19,7 @@ const METER_FLOOR_DB = 60;
 export function micSupportProblem() {
   if (!window.isSecureContext) {
     return (
-      `The microphone is not available on this page: browsers allow it only on HTTPS pages or on ` +
+      `The microphone is not available: browsers allow it only on HTTPS pages or on ` +
       `localhost, and this page was loaded from ${location.origin}. Open it over HTTPS ` +
       `(behind a TLS proxy) or as http://localhost on the server's own computer.`
     );

@@ -249,27 +249,43 @@ def test_caption_view_follows_the_session(run: Run):
 
 @pytest.fixture(scope="module")
 def plain_browser():
-    """Chromium without a fake microphone; `demo.test` resolves to loopback, an insecure origin."""
+    """Chromium with no microphone at all; `demo.test` resolves to loopback, an insecure origin."""
     browser = launch_chromium(extra_args=["--host-resolver-rules=MAP demo.test 127.0.0.1"])
     yield browser
     browser.quit()
 
 
-def test_page_says_plainly_when_microphone_permission_is_denied(server, plain_browser):
-    driver = plain_browser.driver
-    driver.execute_cdp_cmd(
-        "Browser.setPermission",
-        {"permission": {"name": "microphone"}, "setting": "denied", "origin": server.base_url.rstrip("/")},
-    )
-    driver.get(server.base_url)
+def click_start_and_read_message(driver, url: str) -> str:
+    driver.get(url)
     WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
     driver.find_element(By.ID, "start").click()
     message = WebDriverWait(driver, 10).until(
         lambda d: d.find_element(By.ID, "mic-message").text, message="no message about the microphone"
     )
-    assert "microphone is not available" in message and "permission was denied" in message, message
+    # Nothing was started: the button still offers Start and no connection was made.
     assert driver.find_element(By.ID, "start").text == "Start"
     assert driver.find_element(By.ID, "conn").get_attribute("data-state") == "idle"
+    assert driver.find_element(By.ID, "session").get_attribute("hidden") is not None
+    return message
+
+
+def test_page_says_plainly_when_microphone_permission_is_denied(server):
+    # A microphone exists (the fake device) but the site's permission is "denied".
+    browser = launch_chromium(extra_args=["--use-fake-device-for-media-stream"])
+    try:
+        browser.driver.execute_cdp_cmd(
+            "Browser.setPermission",
+            {"permission": {"name": "microphone"}, "setting": "denied", "origin": server.base_url.rstrip("/")},
+        )
+        message = click_start_and_read_message(browser.driver, server.base_url)
+    finally:
+        browser.quit()
+    assert message.startswith("The microphone is not available: permission was denied."), message
+
+
+def test_page_says_plainly_when_there_is_no_microphone(server, plain_browser):
+    message = click_start_and_read_message(plain_browser.driver, server.base_url)
+    assert message.startswith("The microphone is not available: no microphone was found."), message
 
 
 def test_page_says_plainly_when_the_page_is_not_secure(server, plain_browser):
@@ -277,7 +293,8 @@ def test_page_says_plainly_when_the_page_is_not_secure(server, plain_browser):
     driver.get(f"http://demo.test:{server.port}/")
     WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
     message = driver.find_element(By.ID, "mic-message").text
-    assert "microphone is not available" in message and "HTTPS" in message, message
+    assert message.startswith("The microphone is not available: browsers allow it only on HTTPS"), message
+    assert f"http://demo.test:{server.port}" in message
     assert not driver.find_element(By.ID, "start").is_enabled()
 
 

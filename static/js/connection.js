@@ -135,7 +135,7 @@ export class Streamer {
   closed(ws, event) {
     if (ws !== this.ws) return;
     this.ws = null;
-    const detail = { code: event.code, reason: event.reason, error: this.lastError };
+    const detail = { code: event.code, reason: event.reason, error: this.lastError, session: this.session };
     this.lastError = null;
     if (this.finishing || !this.wanted) {
       this.wanted = false;

@@ -49,6 +49,7 @@ function setConnection(state, text) {
 }
 
 function onState(state, detail) {
+  if (detail.session) transcript.endSession(detail.session.id);
   switch (state) {
     case "connecting":
       setConnection(state, detail.attempt ? `Connecting (attempt ${detail.attempt + 1})…` : "Connecting…");

@@ -72,6 +72,16 @@ export class Transcript {
     this.render(entry);
   }
 
+  /** A session closed: its provisional lines will never get a final, so say so. */
+  endSession(sessionId) {
+    for (const entry of this.entries.values()) {
+      if (entry.key.startsWith(`${sessionId}:`) && !entry.final && !entry.failed) {
+        entry.interrupted = true;
+        this.render(entry);
+      }
+    }
+  }
+
   remove(entry) {
     if (entry.el) entry.el.remove();
     this.entries.delete(entry.key);
@@ -143,12 +153,18 @@ function baseElement(entry, className) {
   return li;
 }
 
+/** A provisional line: still listening, or left without a final (error, connection closed). */
 function partialElement(entry) {
-  const li = baseElement(entry, entry.failed ? "partial failed" : "partial");
+  const state = entry.failed ? "failed" : entry.interrupted ? "interrupted" : "partial";
+  const li = baseElement(entry, `provisional ${state}`);
   li.setAttribute("aria-hidden", "true");
   const meta = document.createElement("span");
   meta.className = "meta";
-  meta.textContent = entry.failed ? `not transcribed: ${entry.failed}` : "listening…";
+  meta.textContent = {
+    partial: "listening…",
+    failed: `not transcribed: ${entry.failed}`,
+    interrupted: "not finalised: the connection closed",
+  }[state];
   li.append(meta);
   return li;
 }

@@ -106,14 +106,14 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     @classmethod
-    def start(cls, log_dir: Path, **env_overrides: str) -> "ServerProcess":
+    def start(cls, log_dir: Path, port: int | None = None, **env_overrides: str) -> "ServerProcess":
         binary = server_binary()
         if not binary.exists():
             raise FileNotFoundError(f"{binary} is missing: run `cargo build --release` first")
         model = model_path()
         if not model.exists():
             raise FileNotFoundError(f"{model} is missing: run scripts/fetch-model.sh first")
-        port = free_port()
+        port = port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         env.update(
             HOST="127.0.0.1",
@@ -125,7 +125,7 @@ class ServerProcess:
         )
         env.update(env_overrides)
         log_path = log_dir / f"server-{port}.log"
-        log = open(log_path, "wb")
+        log = open(log_path, "ab")
         # Run from an empty directory so a developer's .env cannot change the configuration.
         proc = subprocess.Popen(
             [str(binary)], cwd=log_dir, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -95,6 +95,53 @@ def count(driver, css: str) -> int:
     return driver.execute_script(f"return document.querySelectorAll({css!r}).length;")
 
 
+def conn_state(driver) -> str:
+    return driver.find_element(By.ID, "conn").get_attribute("data-state")
+
+
+def open_and_start(driver, url: str) -> float:
+    """Loads the demo, presses Start and waits for Live; returns when capture started."""
+    driver.get(url)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
+    driver.find_element(By.ID, "start").click()
+    # The fake microphone starts playing the clip as soon as capture starts.
+    started = time.monotonic()
+    WebDriverWait(driver, 15).until(
+        lambda d: conn_state(d) == "live", message="the page never reported a live connection"
+    )
+    return started
+
+
+def wait_until_settled(driver, started: float, clip_s: float) -> bool:
+    """Waits until the clip has played and no provisional line is left for QUIET_S.
+    Returns whether a partial was on screen before the first final."""
+    saw_partial_before_final = False
+    quiet_since = None
+    deadline = started + clip_s + SETTLE_TIMEOUT_S
+    while True:
+        partials, finals = count(driver, "#transcript li.partial"), count(driver, "#transcript li.final")
+        if partials and not finals:
+            saw_partial_before_final = True
+        now = time.monotonic()
+        if now - started > clip_s and finals and not partials:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= QUIET_S:
+                return saw_partial_before_final
+        else:
+            quiet_since = None
+        transcript = driver.find_element(By.ID, "transcript").text
+        assert now < deadline, f"transcript did not settle; page shows: {transcript!r}"
+        time.sleep(POLL_S)
+
+
+def stop_and_wait_ended(driver) -> None:
+    """Stop: eof → outstanding finals → done → close 1000."""
+    driver.find_element(By.ID, "start").click()
+    WebDriverWait(driver, 20).until(
+        lambda d: conn_state(d) == "ended", message="the page did not end the session after Stop"
+    )
+
+
 @pytest.fixture(scope="module")
 def run(server, tmp_path_factory) -> Run:
     source = speech_dir() / CLIP
@@ -104,16 +151,8 @@ def run(server, tmp_path_factory) -> Run:
     browser = launch_chromium(fake_audio=clip)
     driver = browser.driver
     try:
-        driver.get(server.base_url)
-        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready"))
         main = driver.current_window_handle
-        driver.find_element(By.ID, "start").click()
-        # The fake microphone starts playing the clip as soon as capture starts.
-        started = time.monotonic()
-        WebDriverWait(driver, 15).until(
-            lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live",
-            message="the page never reported a live connection",
-        )
+        started = open_and_start(driver, server.base_url)
         session = driver.find_element(By.ID, "session-id").text
         caption_url = driver.find_element(By.ID, "caption-link").get_attribute("href")
 
@@ -122,26 +161,7 @@ def run(server, tmp_path_factory) -> Run:
         driver.get(caption_url)
         driver.switch_to.window(main)
 
-        # Follow the page until the clip has played and no provisional line is left.
-        saw_partial_before_final = False
-        quiet_since = None
-        deadline = started + clip_s + SETTLE_TIMEOUT_S
-        while True:
-            try:
-                partials, finals = count(driver, "#transcript li.partial"), count(driver, "#transcript li.final")
-            except StaleElementReferenceException:
-                continue
-            if partials and not finals:
-                saw_partial_before_final = True
-            now = time.monotonic()
-            if now - started > clip_s and finals and not partials:
-                quiet_since = quiet_since or now
-                if now - quiet_since >= QUIET_S:
-                    break
-            else:
-                quiet_since = None
-            assert now < deadline, f"transcript did not settle; page shows: {driver.find_element(By.ID, 'transcript').text!r}"
-            time.sleep(POLL_S)
+        saw_partial_before_final = wait_until_settled(driver, started, clip_s)
 
         # The caption view, while the session is still live.
         last_final = js_finals(driver)[-1].text
@@ -153,13 +173,8 @@ def run(server, tmp_path_factory) -> Run:
         caption_live_text = driver.find_element(By.ID, "captions").text
         caption_live_state = driver.execute_script("return document.body.dataset.state")
 
-        # Stop: eof → outstanding finals → done → close 1000.
         driver.switch_to.window(main)
-        driver.find_element(By.ID, "start").click()
-        WebDriverWait(driver, 20).until(
-            lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "ended",
-            message="the page did not end the session after Stop",
-        )
+        stop_and_wait_ended(driver)
         finals = js_finals(driver)
         downloads = {}
         for fmt in ("srt", "vtt", "txt"):
@@ -245,6 +260,54 @@ def test_caption_view_follows_the_session(run: Run):
     assert last in run.caption_live_text
     assert last in run.caption_end_text
     assert run.caption_end_state == "Session ended"
+
+
+def test_page_reconnects_after_a_deploy_and_keeps_the_transcript(tmp_path):
+    """SIGTERM (a deploy): the server finishes the open utterance and closes with 1012; the page
+    reconnects with backoff to the new server on the same port as a new session, keeping what
+    it had and transcribing the rest of the clip."""
+    source = speech_dir() / CLIP
+    reference = source.with_suffix(".txt").read_text().strip()
+    clip_s = wav_duration_s(source)
+    clip = padded_clip(source, tmp_path / "clip.wav", TRAILING_SILENCE_S)
+    servers = [ServerProcess.start(tmp_path)]
+    browser = launch_chromium(fake_audio=clip)
+    driver = browser.driver
+    try:
+        started = open_and_start(driver, servers[0].base_url)
+        first_session = driver.find_element(By.ID, "session-id").text
+        WebDriverWait(driver, 30).until(lambda d: count(d, "#transcript li.final") >= 1)
+        servers[0].proc.send_signal(signal.SIGTERM)
+        WebDriverWait(driver, 20, poll_frequency=0.05).until(
+            lambda d: conn_state(d) == "reconnecting", message="the page did not start reconnecting"
+        )
+        reconnecting_text = driver.find_element(By.ID, "conn").text
+        before = js_finals(driver)
+        servers[0].proc.wait(timeout=30)
+        servers.append(ServerProcess.start(tmp_path, port=servers[0].port))
+        WebDriverWait(driver, 30).until(
+            lambda d: conn_state(d) == "live" and d.find_element(By.ID, "session-id").text != first_session,
+            message="the page did not reconnect to the new server",
+        )
+        wait_until_settled(driver, started, clip_s)
+        stop_and_wait_ended(driver)
+        after = js_finals(driver)
+    except Exception:
+        print("--- browser console ---\n" + browser.console_log())
+        print("--- server logs ---\n" + servers[-1].log_tail(80))
+        raise
+    finally:
+        browser.quit()
+        for srv in servers:
+            srv.stop()
+    assert "server restarting" in reconnecting_text, reconnecting_text
+    assert after[: len(before)] == before, "finals from before the restart were not kept in place"
+    assert len(after) > len(before), "nothing was transcribed after the reconnect"
+    starts = [f.start_ms for f in after]
+    assert starts == sorted(starts), f"times do not continue across sessions: {starts}"
+    # Audio between the server's drain and the reconnect may be lost: a looser bound.
+    hypothesis = " ".join(f.text for f in after)
+    assert word_error_rate(reference, hypothesis) <= 2 * MAX_WER, hypothesis
 
 
 @pytest.fixture(scope="module")

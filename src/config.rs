@@ -29,7 +29,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.is_empty() { "[unset]" } else { "[redacted]" })
+        f.write_str(if self.is_empty() {
+            "[unset]"
+        } else {
+            "[redacted]"
+        })
     }
 }
 
@@ -50,7 +54,11 @@ pub enum PrimaryService {
 }
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "whisper-api", version, about = "Real-time speech-to-text server")]
+#[command(
+    name = "whisper-api",
+    version,
+    about = "Real-time speech-to-text server"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -133,11 +141,20 @@ pub struct Config {
     pub fallback_to_local: bool,
 
     /// OpenAI API key (secret; never logged).
-    #[arg(long, env = "OPENAI_API_KEY", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub openai_api_key: Secret,
 
     /// Base URL of an OpenAI-compatible API.
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     pub openai_base_url: String,
 
     /// Transcription model used for finals.

@@ -10,12 +10,15 @@ const DEFAULT_LOG_FILTER: &str = "info,whisper_rs=warn,tower_http=warn";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env_and_args();
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).init();
     tracing::info!(config = ?config, "starting whisper-api {}", env!("CARGO_PKG_VERSION"));
 
     let addr = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     if let Err(e) = whisper_api::run(listener, config, shutdown_signal()).await {
         tracing::error!("{e:#}");

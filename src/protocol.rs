@@ -227,22 +227,40 @@ mod tests {
 
     #[test]
     fn parses_known_messages() {
-        assert_eq!(parse_client_text(r#"{"type":"eof"}"#), Ok(ClientMessage::Eof));
-        assert_eq!(parse_client_text(r#"{"type":"flush"}"#), Ok(ClientMessage::Flush));
+        assert_eq!(
+            parse_client_text(r#"{"type":"eof"}"#),
+            Ok(ClientMessage::Eof)
+        );
+        assert_eq!(
+            parse_client_text(r#"{"type":"flush"}"#),
+            Ok(ClientMessage::Flush)
+        );
         let start = parse_client_text(r#"{"type":"start","sample_rate":48000}"#).unwrap();
         assert_eq!(
             start,
-            ClientMessage::Start(StreamParamsPatch { sample_rate: Some(48000), ..Default::default() })
+            ClientMessage::Start(StreamParamsPatch {
+                sample_rate: Some(48000),
+                ..Default::default()
+            })
         );
     }
 
     #[test]
     fn rejects_bad_text_with_codes() {
-        assert_eq!(parse_client_text("not json").unwrap_err().code(), "bad_json");
+        assert_eq!(
+            parse_client_text("not json").unwrap_err().code(),
+            "bad_json"
+        );
         assert_eq!(parse_client_text("[1,2]").unwrap_err().code(), "bad_json");
-        assert_eq!(parse_client_text(r#"{"type":"dance"}"#).unwrap_err().code(), "unknown_type");
+        assert_eq!(
+            parse_client_text(r#"{"type":"dance"}"#).unwrap_err().code(),
+            "unknown_type"
+        );
         let wrong_field = parse_client_text(r#"{"type":"start","sample_rate":"fast"}"#);
-        assert_eq!(wrong_field.unwrap_err().close_code(), close::INVALID_PAYLOAD);
+        assert_eq!(
+            wrong_field.unwrap_err().close_code(),
+            close::INVALID_PAYLOAD
+        );
     }
 
     #[test]

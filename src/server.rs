@@ -19,7 +19,11 @@ use crate::http::{self, AppState};
 /// Time allowed after the grace period for sessions to write their close frames.
 const CLOSE_MARGIN: Duration = Duration::from_secs(2);
 
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
     let state = AppState::new(config);
@@ -52,11 +56,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             return Err(e);
         }
     }
-    serve.await.context("server task panicked")?.context("HTTP server failed")?;
+    serve
+        .await
+        .context("server task panicked")?
+        .context("HTTP server failed")?;
 
     state.tracker.close();
-    if tokio::time::timeout(grace + CLOSE_MARGIN, state.tracker.wait()).await.is_err() {
-        tracing::warn!(sessions = state.tracker.len(), "sessions still open after the grace period");
+    if tokio::time::timeout(grace + CLOSE_MARGIN, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = state.tracker.len(),
+            "sessions still open after the grace period"
+        );
     }
     tracing::info!("server stopped");
     Ok(())
@@ -66,8 +79,14 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(&config.whisper_model, workers, threads, config.engine_queue, Arc::clone(&state.metrics))
-        .with_context(|| format!("loading {}", config.whisper_model.display()))?;
+    let engine = LocalEngine::load(
+        &config.whisper_model,
+        workers,
+        threads,
+        config.engine_queue,
+        Arc::clone(&state.metrics),
+    )
+    .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "the model is English-only; LANGUAGE is ignored");
     }

@@ -20,7 +20,11 @@ pub struct PcmDecoder {
 
 impl PcmDecoder {
     pub fn new(encoding: Encoding, channels: u16) -> Self {
-        Self { encoding, channels: channels.max(1) as usize, carry: Vec::new() }
+        Self {
+            encoding,
+            channels: channels.max(1) as usize,
+            carry: Vec::new(),
+        }
     }
 
     fn frame_bytes(&self) -> usize {

@@ -1,4 +1,4 @@
-//! Streaming resampling of mono audio to 16 kHz (the only file that imports rubato).
+//! Streaming resampling of mono audio, normally to 16 kHz (the only file that imports rubato).
 //!
 //! rubato 1.x+ takes `audioadapter` buffers instead of `Vec<Vec<f32>>`; we use its synchronous
 //! FFT resampler with a fixed input chunk. Input of any length is buffered until a whole
@@ -20,6 +20,7 @@ pub struct ResampleError(u32, String);
 
 pub struct StreamResampler {
     input_rate: u32,
+    output_rate: u32,
     /// None when the input is already at 16 kHz.
     fft: Option<Fft<f32>>,
     pending: Vec<f32>,
@@ -31,14 +32,20 @@ pub struct StreamResampler {
 }
 
 impl StreamResampler {
+    /// A resampler from `input_rate` to the pipeline's 16 kHz.
     pub fn new(input_rate: u32) -> Result<Self, ResampleError> {
-        let fft = if input_rate == PIPELINE_RATE {
+        Self::between(input_rate, PIPELINE_RATE)
+    }
+
+    /// A resampler between any two rates (tests and tools upsample speech files with it).
+    pub fn between(input_rate: u32, output_rate: u32) -> Result<Self, ResampleError> {
+        let fft = if input_rate == output_rate {
             None
         } else {
             let chunk = input_rate as usize * CHUNK_MS / 1000;
             let fft = Fft::<f32>::new(
                 input_rate as usize,
-                PIPELINE_RATE as usize,
+                output_rate as usize,
                 chunk,
                 1,
                 FixedSync::Input,
@@ -50,6 +57,7 @@ impl StreamResampler {
         let scratch = vec![0.0; fft.as_ref().map_or(0, |f| f.output_frames_max())];
         Ok(Self {
             input_rate,
+            output_rate,
             fft,
             pending: Vec::new(),
             scratch,
@@ -76,7 +84,7 @@ impl StreamResampler {
         if self.fft.is_none() {
             return;
         }
-        let expected = self.consumed_in * PIPELINE_RATE as u64 / self.input_rate as u64;
+        let expected = self.consumed_in * self.output_rate as u64 / self.input_rate as u64;
         while self.produced_out < expected {
             self.drain_chunks(out, true);
         }
@@ -150,8 +158,11 @@ mod tests {
         for frame in [1, 7, 480, 1024, 48_000] {
             let out = resample_in_frames(&input, 48_000, frame);
             assert_eq!(out.len(), reference.len(), "frame {frame}");
-            let max_diff =
-                out.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let max_diff = out
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             assert!(max_diff < 1e-5, "frame {frame}: max diff {max_diff}");
         }
     }
@@ -161,7 +172,11 @@ mod tests {
         for rate in [8_000, 11_025, 22_050, 44_100, 48_000] {
             let input = sine(rate, 300.0, 0.75);
             let out = resample_in_frames(&input, rate, 333);
-            assert_eq!(out.len() as u64, input.len() as u64 * 16_000 / rate as u64, "{rate}");
+            assert_eq!(
+                out.len() as u64,
+                input.len() as u64 * 16_000 / rate as u64,
+                "{rate}"
+            );
         }
         // The delay is trimmed: a click at 0.5 s comes out at 0.5 s.
         let mut click = vec![0.0f32; 48_000];

@@ -28,7 +28,10 @@ impl Wav {
 
     /// The samples as s16le bytes, as a client would stream them.
     pub fn to_s16le(&self) -> Vec<u8> {
-        self.samples.iter().flat_map(|s| to_i16(*s).to_le_bytes()).collect()
+        self.samples
+            .iter()
+            .flat_map(|s| to_i16(*s).to_le_bytes())
+            .collect()
     }
 }
 
@@ -37,7 +40,9 @@ fn to_i16(s: f32) -> i16 {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, WavError> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or(WavError::Truncated)
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(WavError::Truncated)
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, WavError> {
@@ -82,7 +87,11 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
                     .collect(),
                 (tag, bits) => return Err(WavError::Unsupported { tag, bits }),
             };
-            return Ok(Wav { sample_rate, channels: channels.max(1), samples });
+            return Ok(Wav {
+                sample_rate,
+                channels: channels.max(1),
+                samples,
+            });
         }
         at = body + size + (size & 1);
     }

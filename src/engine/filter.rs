@@ -78,6 +78,9 @@ mod tests {
     #[test]
     fn strips_annotations() {
         assert_eq!(strip_annotations(" [BLANK_AUDIO]"), "");
-        assert_eq!(strip_annotations("(music) Hello  [noise] world"), "Hello world");
+        assert_eq!(
+            strip_annotations("(music) Hello  [noise] world"),
+            "Hello world"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! own whisper state, take jobs and answer on a oneshot channel.
 
 pub mod filter;
+pub mod openai;
 pub mod queue;
 pub mod whisper;
 
@@ -65,6 +66,16 @@ impl Job {
         language: String,
     ) -> (Self, oneshot::Receiver<Result<Transcript, EngineError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { kind, audio, prompt, language, reply, enqueued: Instant::now() }, rx)
+        (
+            Self {
+                kind,
+                audio,
+                prompt,
+                language,
+                reply,
+                enqueued: Instant::now(),
+            },
+            rx,
+        )
     }
 }

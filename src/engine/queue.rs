@@ -61,7 +61,10 @@ impl JobQueue {
                 if q.closed {
                     return Err(EngineError::Closed);
                 }
-                let kind = job.as_ref().map(|j| j.kind).expect("job present until queued");
+                let kind = job
+                    .as_ref()
+                    .map(|j| j.kind)
+                    .expect("job present until queued");
                 if q.len() >= self.capacity {
                     match kind {
                         JobKind::Partial => {
@@ -123,7 +126,12 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn job(kind: JobKind) -> (Job, tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>) {
+    fn job(
+        kind: JobKind,
+    ) -> (
+        Job,
+        tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>,
+    ) {
         Job::new(kind, Arc::new(vec![]), String::new(), "en".into())
     }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 use super::{filter, EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::audio::PIPELINE_RATE;
@@ -62,7 +64,8 @@ pub fn check_model_file(path: &Path) -> Result<(), ModelError> {
         _ => ModelError::Unreadable(path.to_path_buf(), e),
     })?;
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic).map_err(|_| ModelError::NotGgml(path.to_path_buf()))?;
+    file.read_exact(&mut magic)
+        .map_err(|_| ModelError::NotGgml(path.to_path_buf()))?;
     if u32::from_le_bytes(magic) != GGML_MAGIC {
         return Err(ModelError::NotGgml(path.to_path_buf()));
     }
@@ -92,7 +95,10 @@ impl LocalEngine {
             .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
         let info = ModelInfo {
             path: path_str,
-            kind: ctx.model_type_readable_str().unwrap_or("unknown").to_string(),
+            kind: ctx
+                .model_type_readable_str()
+                .unwrap_or("unknown")
+                .to_string(),
             multilingual: ctx.is_multilingual(),
             workers,
             threads_per_worker: threads,
@@ -104,14 +110,23 @@ impl LocalEngine {
             let state = ctx
                 .create_state()
                 .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
-            let worker = Worker { state, threads, queue: queue.clone(), metrics: metrics.clone() };
+            let worker = Worker {
+                state,
+                threads,
+                queue: queue.clone(),
+                metrics: metrics.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
                 .spawn(move || worker.run())
                 .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
             handles.push(handle);
         }
-        Ok(Self { queue, workers: handles, info })
+        Ok(Self {
+            queue,
+            workers: handles,
+            info,
+        })
     }
 
     pub fn queue(&self) -> &Arc<JobQueue> {
@@ -154,8 +169,13 @@ impl Worker {
             let result = self.transcribe(&job);
             let elapsed = started.elapsed();
             let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
-            self.metrics.observe_local_inference(audio, elapsed, job.kind == JobKind::Final);
-            let _ = job.reply.send(result.map(|t| Transcript { inference: elapsed, ..t }));
+            self.metrics
+                .observe_local_inference(audio, elapsed, job.kind == JobKind::Final);
+            tracing::debug!(kind = ?job.kind, audio_ms = audio.as_millis() as u64, ms = elapsed.as_millis() as u64, queued_ms = started.duration_since(job.enqueued).as_millis() as u64, "inference");
+            let _ = job.reply.send(result.map(|t| Transcript {
+                inference: elapsed,
+                ..t
+            }));
         }
         tracing::debug!(worker = ?std::thread::current().name(), "whisper worker stopped");
     }
@@ -178,21 +198,30 @@ impl Worker {
         // Short input is padded with silence to whisper.cpp's minimum.
         let padded: Vec<f32>;
         let audio: &[f32] = if job.audio.len() < MIN_AUDIO_SAMPLES {
-            padded = job.audio.iter().copied().chain(std::iter::repeat(0.0)).take(MIN_AUDIO_SAMPLES).collect();
+            padded = job
+                .audio
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(0.0))
+                .take(MIN_AUDIO_SAMPLES)
+                .collect();
             &padded
         } else {
             &job.audio
         };
         if job.kind == JobKind::Partial {
             // Partials: encoder sized to the audio, one segment, no timestamps, no fallback.
-            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
+            let ctx =
+                audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
             params.set_audio_ctx(ctx.min(1500) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);
             params.set_temperature_inc(0.0);
             params.set_max_tokens(PARTIAL_MAX_TOKENS);
         }
-        self.state.full(params, audio).map_err(|e| EngineError::Inference(e.to_string()))?;
+        self.state
+            .full(params, audio)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
         let mut text = String::new();
         let mut no_speech_prob = 0.0f32;
         for segment in self.state.as_iter() {

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::captions::CaptionHub;
 use crate::config::Config;
+use crate::engine::openai::OpenAiClient;
 use crate::engine::LocalEngine;
 use crate::metrics::Metrics;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     /// Set once the model has loaded; until then /health answers 503 and /ws refuses.
     pub engine: Arc<OnceLock<LocalEngine>>,
     pub metrics: Arc<Metrics>,
+    /// `None` with `PRIMARY_SERVICE=local`.
+    pub openai: Option<OpenAiClient>,
     pub captions: Arc<CaptionHub>,
     /// One permit per live session (MAX_SESSIONS).
     pub sessions: Arc<Semaphore>,
@@ -38,11 +41,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            openai: OpenAiClient::from_config(&config, metrics.clone()),
             config: Arc::new(config),
             engine: Arc::new(OnceLock::new()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             captions: Arc::new(CaptionHub::new()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -56,7 +61,8 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let static_files = ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
+    let static_files =
+        ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))

@@ -16,15 +16,16 @@ use crate::session::{self, finals::FinalPass, RawQuery, SessionDeps, StreamParam
 /// reaches the session and gets a proper `frame_too_large` error.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
-pub async fn upgrade(
-    State(state): State<AppState>,
-    uri: Uri,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let limit = state.config.max_frame_bytes.saturating_mul(TRANSPORT_LIMIT_FACTOR);
+pub async fn upgrade(State(state): State<AppState>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    let limit = state
+        .config
+        .max_frame_bytes
+        .saturating_mul(TRANSPORT_LIMIT_FACTOR);
     // Every field is optional and validated by the session, so a malformed query string
     // just means defaults (and the `ready` message shows what was used).
-    let query = Query::<RawQuery>::try_from_uri(&uri).map(|Query(q)| q).unwrap_or_default();
+    let query = Query::<RawQuery>::try_from_uri(&uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| admit(socket, query, state))
@@ -47,7 +48,11 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
     };
     let deps = SessionDeps {
         config: state.config.clone(),
-        final_pass: FinalPass { queue: engine.queue().clone() },
+        final_pass: FinalPass {
+            queue: engine.queue().clone(),
+            openai: state.openai.clone(),
+            fallback_to_local: state.config.fallback_to_local,
+        },
         metrics: state.metrics.clone(),
         captions: state.captions.clone(),
         shutdown: state.shutdown.clone(),
@@ -60,8 +65,15 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
 }
 
 async fn refuse(mut socket: WebSocket, error: ProtocolError) {
-    let msg = ServerMessage::Error { code: error.code().into(), message: error.to_string(), utterance: None };
+    let msg = ServerMessage::Error {
+        code: error.code().into(),
+        message: error.to_string(),
+        utterance: None,
+    };
     let _ = socket.send(Message::Text(msg.to_json().into())).await;
-    let frame = CloseFrame { code: error.close_code(), reason: error.code().into() };
+    let frame = CloseFrame {
+        code: error.close_code(),
+        reason: error.code().into(),
+    };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }

@@ -7,6 +7,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::outbox::Outbox;
+use crate::engine::filter;
+use crate::engine::openai::{FallbackReason, OpenAiClient};
 use crate::engine::{EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::protocol::{ServerMessage, Source};
 
@@ -31,10 +34,19 @@ pub struct FinalResult {
     pub text: String,
     pub source: Source,
     pub fallback_reason: Option<String>,
+    /// OpenAI failed and fallback is disabled: an `openai_failed` error takes the final's place.
+    pub failure: Option<FallbackReason>,
 }
 
 impl FinalResult {
     pub fn to_message(&self) -> ServerMessage {
+        if let Some(reason) = self.failure {
+            return ServerMessage::Error {
+                code: "openai_failed".into(),
+                message: format!("{reason}; local fallback is disabled (FALLBACK_TO_LOCAL=false)"),
+                utterance: Some(self.utterance),
+            };
+        }
         ServerMessage::Final {
             utterance: self.utterance,
             text: self.text.clone(),
@@ -51,32 +63,103 @@ impl FinalResult {
 #[derive(Clone)]
 pub struct FinalPass {
     pub queue: Arc<JobQueue>,
+    /// `None` with `PRIMARY_SERVICE=local`.
+    pub openai: Option<OpenAiClient>,
+    pub fallback_to_local: bool,
 }
 
 impl FinalPass {
-    pub async fn run(self, req: FinalRequest, _outbox: super::outbox::Outbox) -> FinalResult {
-        let local = local_transcript(&self.queue, &req).await;
-        let text = match local {
-            Ok(t) => t.text,
-            Err(e) => {
-                tracing::error!(utterance = req.utterance, error = %e, "local final failed");
-                String::new()
+    /// Produces the utterance's final.
+    ///
+    /// Local only: the local transcript. With OpenAI: the local job and the upload run at
+    /// once; the local text goes out immediately as the utterance's last partial, and the
+    /// final is OpenAI's text, or — when OpenAI fails within its deadline — the local text
+    /// with the reason (or an `openai_failed` error when fallback is disabled).
+    pub async fn run(self, req: FinalRequest, outbox: Outbox) -> FinalResult {
+        let Some(openai) = self.openai.clone() else {
+            let text = local_text(local_transcript(&self.queue, &req).await, &req);
+            return req.result(Ok(text), Source::Local);
+        };
+        let local = local_transcript(&self.queue, &req);
+        let remote = openai.transcribe(&req.audio, &req.prompt, &req.language);
+        tokio::pin!(local, remote);
+        let mut local_done: Option<String> = None;
+        let reason = loop {
+            tokio::select! {
+                // Biased towards OpenAI: once it has answered, the local text is not needed.
+                biased;
+                answer = &mut remote => match answer {
+                    Ok(text) => {
+                        let text = filter::clean(&text, 0.0, &req.audio);
+                        return req.result(Ok(text), Source::Openai);
+                    }
+                    Err(reason) => break reason,
+                },
+                transcript = &mut local, if local_done.is_none() => {
+                    let text = local_text(transcript, &req);
+                    if !text.is_empty() {
+                        // Users see the whole utterance now; OpenAI's text replaces it.
+                        outbox.send(&ServerMessage::Partial {
+                            utterance: req.utterance,
+                            text: text.clone(),
+                            start_ms: req.start_ms,
+                            end_ms: req.end_ms,
+                        }).await;
+                    }
+                    local_done = Some(text);
+                }
             }
         };
+        if !self.fallback_to_local {
+            return req.result(Err(reason), Source::Openai);
+        }
+        let text = match local_done {
+            Some(text) => text,
+            None => local_text(local.await, &req),
+        };
+        let mut result = req.result(Ok(text), Source::Local);
+        result.fallback_reason = Some(reason.as_str().to_string());
+        result
+    }
+}
+
+impl FinalRequest {
+    fn result(&self, text: Result<String, FallbackReason>, source: Source) -> FinalResult {
+        let (text, failure) = match text {
+            Ok(text) => (text, None),
+            Err(reason) => (String::new(), Some(reason)),
+        };
         FinalResult {
-            utterance: req.utterance,
-            start_ms: req.start_ms,
-            end_ms: req.end_ms,
-            closed_at: req.closed_at,
+            utterance: self.utterance,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            closed_at: self.closed_at,
             text,
-            source: Source::Local,
+            source,
             fallback_reason: None,
+            failure,
+        }
+    }
+}
+
+/// The local text, or empty (logged) when the engine failed.
+fn local_text(result: Result<Transcript, EngineError>, req: &FinalRequest) -> String {
+    match result {
+        Ok(t) => t.text,
+        Err(e) => {
+            tracing::error!(utterance = req.utterance, error = %e, "local final failed");
+            String::new()
         }
     }
 }
 
 async fn local_transcript(queue: &JobQueue, req: &FinalRequest) -> Result<Transcript, EngineError> {
-    let (job, rx) = Job::new(JobKind::Final, req.audio.clone(), req.prompt.clone(), req.language.clone());
+    let (job, rx) = Job::new(
+        JobKind::Final,
+        req.audio.clone(),
+        req.prompt.clone(),
+        req.language.clone(),
+    );
     queue.submit(job).await?;
     rx.await.unwrap_or(Err(EngineError::Closed))
 }

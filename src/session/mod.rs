@@ -98,14 +98,23 @@ pub async fn run(socket: WebSocket, params: StreamParams, deps: SessionDeps) {
         let outcome = run_inner(socket, params, deps.clone(), id.clone()).await;
         deps.captions.close(&id);
         deps.metrics.session_closed();
-        tracing::info!(ended = outcome, secs = started.elapsed().as_secs_f32(), "session ended");
+        tracing::info!(
+            ended = outcome,
+            secs = started.elapsed().as_secs_f32(),
+            "session ended"
+        );
     }
     .instrument(span)
     .await
 }
 
 /// The session loop; returns how it ended, for the log.
-async fn run_inner(socket: WebSocket, params: StreamParams, deps: SessionDeps, id: Arc<str>) -> &'static str {
+async fn run_inner(
+    socket: WebSocket,
+    params: StreamParams,
+    deps: SessionDeps,
+    id: Arc<str>,
+) -> &'static str {
     let (sink, mut stream) = socket.split();
     let (outbox, writer) = Outbox::spawn(sink, id.clone(), deps.captions.clone());
     let mut session = match Session::new(id, params, deps, outbox.clone()) {
@@ -118,7 +127,9 @@ async fn run_inner(socket: WebSocket, params: StreamParams, deps: SessionDeps, i
     };
     session.send_ready().await;
     let config = session.deps.config.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(config.partial_interval_ms.max(50) as u64));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        config.partial_interval_ms.max(50) as u64
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let idle = tokio::time::sleep(config.idle_timeout());
     tokio::pin!(idle);
@@ -165,7 +176,11 @@ async fn run_inner(socket: WebSocket, params: StreamParams, deps: SessionDeps, i
         }
     };
     match ending {
-        Some(Ending::Shutdown) => outbox.close(close::SERVICE_RESTART, "server restarting").await,
+        Some(Ending::Shutdown) => {
+            outbox
+                .close(close::SERVICE_RESTART, "server restarting")
+                .await
+        }
         Some(_) if outcome == "completed" => {
             outbox.send(&ServerMessage::Done).await;
             outbox.close(close::NORMAL, "done").await;
@@ -184,7 +199,9 @@ async fn fail(outbox: &Outbox, e: &ProtocolError) {
     outbox.close(e.close_code(), e.code()).await;
 }
 
-async fn wait_partial(partial: &mut Option<InFlightPartial>) -> (InFlightPartial, Result<Transcript, EngineError>) {
+async fn wait_partial(
+    partial: &mut Option<InFlightPartial>,
+) -> (InFlightPartial, Result<Transcript, EngineError>) {
     match partial.as_mut() {
         Some(p) => {
             let result = (&mut p.rx).await.unwrap_or(Err(EngineError::Closed));
@@ -210,7 +227,12 @@ enum Input {
 }
 
 impl Session {
-    fn new(id: Arc<str>, params: StreamParams, deps: SessionDeps, outbox: Outbox) -> Result<Self, ProtocolError> {
+    fn new(
+        id: Arc<str>,
+        params: StreamParams,
+        deps: SessionDeps,
+        outbox: Outbox,
+    ) -> Result<Self, ProtocolError> {
         let pipeline = Self::pipeline(&params, &deps.config)?;
         Ok(Self {
             id,
@@ -227,17 +249,22 @@ impl Session {
         })
     }
 
-    fn pipeline(params: &StreamParams, config: &Config) -> Result<AudioPipeline<WebRtcVad>, ProtocolError> {
+    fn pipeline(
+        params: &StreamParams,
+        config: &Config,
+    ) -> Result<AudioPipeline<WebRtcVad>, ProtocolError> {
         let segmenter = SegmenterConfig {
             min_speech_ms: config.vad_min_speech_ms,
             preroll_ms: config.vad_preroll_ms,
             silence_ms: config.vad_silence_ms,
             max_utterance_ms: config.max_utterance_ms,
         };
-        AudioPipeline::new(params, WebRtcVad::new(config.vad_aggressiveness), segmenter).map_err(|e| {
-            tracing::error!(error = %e, "resampler construction failed");
-            ProtocolError::Internal
-        })
+        AudioPipeline::new(params, WebRtcVad::new(config.vad_aggressiveness), segmenter).map_err(
+            |e| {
+                tracing::error!(error = %e, "resampler construction failed");
+                ProtocolError::Internal
+            },
+        )
     }
 
     async fn send_ready(&mut self) {
@@ -263,7 +290,10 @@ impl Session {
                     return Err(ProtocolError::AfterEof);
                 }
                 if bytes.len() > max {
-                    return Err(ProtocolError::FrameTooLarge { got: bytes.len(), max });
+                    return Err(ProtocolError::FrameTooLarge {
+                        got: bytes.len(),
+                        max,
+                    });
                 }
                 self.audio_received = true;
                 let events = self.pipeline.push(&bytes);
@@ -272,7 +302,10 @@ impl Session {
             }
             Message::Text(text) => {
                 if text.len() > max {
-                    return Err(ProtocolError::FrameTooLarge { got: text.len(), max });
+                    return Err(ProtocolError::FrameTooLarge {
+                        got: text.len(),
+                        max,
+                    });
                 }
                 if after_eof {
                     return Err(ProtocolError::AfterEof);
@@ -311,13 +344,31 @@ impl Session {
     fn on_segments(&mut self, events: Vec<SegmentEvent>) {
         for event in events {
             match event {
-                SegmentEvent::Started { utterance, start_sample } => {
-                    tracing::debug!(utterance, start_ms = samples_to_ms(start_sample), "utterance started");
+                SegmentEvent::Started {
+                    utterance,
+                    start_sample,
+                } => {
+                    tracing::debug!(
+                        utterance,
+                        start_ms = samples_to_ms(start_sample),
+                        "utterance started"
+                    );
                     self.partial_audio_len = 0;
                     self.last_partial_text.clear();
                 }
-                SegmentEvent::Ended { utterance, start_sample, end_sample, audio, reason } => {
-                    tracing::debug!(utterance, ?reason, secs = audio.len() as f32 / 16_000.0, "utterance ended");
+                SegmentEvent::Ended {
+                    utterance,
+                    start_sample,
+                    end_sample,
+                    audio,
+                    reason,
+                } => {
+                    tracing::debug!(
+                        utterance,
+                        ?reason,
+                        secs = audio.len() as f32 / 16_000.0,
+                        "utterance ended"
+                    );
                     self.deps.metrics.utterance_finished();
                     let request = FinalRequest {
                         utterance,
@@ -337,7 +388,12 @@ impl Session {
     }
 
     fn prompt(&self) -> String {
-        let joined = self.recent_finals.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+        let joined = self
+            .recent_finals
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
         let skip = joined.chars().count().saturating_sub(PROMPT_CHARS);
         joined.chars().skip(skip).collect()
     }
@@ -350,7 +406,11 @@ impl Session {
                 self.recent_finals.pop_front();
             }
         }
-        self.deps.metrics.observe_final_latency(result.closed_at.elapsed(), result.source);
+        if result.failure.is_none() {
+            self.deps
+                .metrics
+                .observe_final_latency(result.closed_at.elapsed(), result.source);
+        }
         self.outbox.send(&message).await;
     }
 
@@ -358,24 +418,40 @@ impl Session {
         if self.partial.is_some() {
             return; // At most one in flight: the next one will carry newer audio anyway.
         }
-        let Some((utterance, start_sample, audio)) = self.pipeline.current() else { return };
+        let Some((utterance, start_sample, audio)) = self.pipeline.current() else {
+            return;
+        };
         let enough = audio.len() >= ms_to_samples(PARTIAL_MIN_AUDIO_MS);
         let new = audio.len() >= self.partial_audio_len + ms_to_samples(PARTIAL_MIN_NEW_MS);
         if !enough || !new {
             return;
         }
         let audio_len = audio.len();
-        let (job, rx) = Job::new(JobKind::Partial, Arc::new(audio.to_vec()), self.prompt(), self.params.language.clone());
+        let (job, rx) = Job::new(
+            JobKind::Partial,
+            Arc::new(audio.to_vec()),
+            self.prompt(),
+            self.params.language.clone(),
+        );
         self.partial_audio_len = audio_len;
         match self.deps.final_pass.queue.submit(job).await {
             Ok(()) => {
-                self.partial = Some(InFlightPartial { utterance, start_sample, audio_len, submitted: Instant::now(), rx });
+                self.partial = Some(InFlightPartial {
+                    utterance,
+                    start_sample,
+                    audio_len,
+                    submitted: Instant::now(),
+                    rx,
+                });
             }
             Err(_) => self.deps.metrics.partial_shed(),
         }
     }
 
-    async fn on_partial(&mut self, (partial, result): (InFlightPartial, Result<Transcript, EngineError>)) {
+    async fn on_partial(
+        &mut self,
+        (partial, result): (InFlightPartial, Result<Transcript, EngineError>),
+    ) {
         let open = self.pipeline.current().map(|(n, _, _)| n);
         let transcript = match result {
             Ok(t) => t,
@@ -386,10 +462,15 @@ impl Session {
             }
         };
         // A partial for an utterance that has ended is stale: its final is on the way.
-        if open != Some(partial.utterance) || transcript.text.is_empty() || transcript.text == self.last_partial_text {
+        if open != Some(partial.utterance)
+            || transcript.text.is_empty()
+            || transcript.text == self.last_partial_text
+        {
             return;
         }
-        self.deps.metrics.observe_partial_latency(partial.submitted.elapsed());
+        self.deps
+            .metrics
+            .observe_partial_latency(partial.submitted.elapsed());
         self.last_partial_text = transcript.text.clone();
         let start_ms = samples_to_ms(partial.start_sample);
         let message = ServerMessage::Partial {

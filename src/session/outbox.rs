@@ -42,12 +42,22 @@ impl Outbox {
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer = tokio::spawn(write_loop(sink, rx));
-        (Self { tx, session, captions }, writer)
+        (
+            Self {
+                tx,
+                session,
+                captions,
+            },
+            writer,
+        )
     }
 
     /// Queues a message; false when the client is gone.
     pub async fn send(&self, msg: &ServerMessage) -> bool {
-        if matches!(msg, ServerMessage::Partial { .. } | ServerMessage::Final { .. } | ServerMessage::Done) {
+        if matches!(
+            msg,
+            ServerMessage::Partial { .. } | ServerMessage::Final { .. } | ServerMessage::Done
+        ) {
             self.captions.publish(&self.session, msg);
         }
         self.tx.send(Outbound::Text(msg.to_json())).await.is_ok()
@@ -55,7 +65,10 @@ impl Outbox {
 
     /// Queues a close frame; the writer stops after sending it.
     pub async fn close(&self, code: u16, reason: &str) {
-        let _ = self.tx.send(Outbound::Close(code, reason.to_string())).await;
+        let _ = self
+            .tx
+            .send(Outbound::Close(code, reason.to_string()))
+            .await;
     }
 }
 
@@ -63,9 +76,13 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Recei
     while let Some(out) = rx.recv().await {
         let (message, last) = match out {
             Outbound::Text(text) => (Message::Text(text.into()), false),
-            Outbound::Close(code, reason) => {
-                (Message::Close(Some(CloseFrame { code, reason: reason.into() })), true)
-            }
+            Outbound::Close(code, reason) => (
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })),
+                true,
+            ),
         };
         match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
             Ok(Ok(())) if !last => {}

@@ -96,7 +96,8 @@ fn parse_channels(s: &str) -> Result<u16, ProtocolError> {
 /// A language code is a few ASCII letters (ISO 639-1, sometimes with a region) or "auto".
 fn parse_language(s: &str) -> Result<String, ProtocolError> {
     let s = s.trim().to_ascii_lowercase();
-    let valid = (2..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphabetic() || c == '-');
+    let valid =
+        (2..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphabetic() || c == '-');
     if valid {
         Ok(s)
     } else {
@@ -121,8 +122,12 @@ mod tests {
     fn defaults_and_valid_values() {
         let p = StreamParams::from_query(&RawQuery::default(), "en").unwrap();
         assert_eq!(p, StreamParams::defaults("en"));
-        let p = StreamParams::from_query(&query(Some("48000"), Some("f32le"), Some("2")), "en").unwrap();
-        assert_eq!((p.sample_rate, p.encoding, p.channels), (48_000, Encoding::F32le, 2));
+        let p = StreamParams::from_query(&query(Some("48000"), Some("f32le"), Some("2")), "en")
+            .unwrap();
+        assert_eq!(
+            (p.sample_rate, p.encoding, p.channels),
+            (48_000, Encoding::F32le, 2)
+        );
     }
 
     #[test]
@@ -133,17 +138,27 @@ mod tests {
         assert_eq!(code(query(Some("fast"), None, None)), "bad_sample_rate");
         assert_eq!(code(query(None, Some("mp3"), None)), "bad_encoding");
         assert_eq!(code(query(None, None, Some("6"))), "bad_channels");
-        let lang = RawQuery { language: Some("<script>".into()), ..Default::default() };
+        let lang = RawQuery {
+            language: Some("<script>".into()),
+            ..Default::default()
+        };
         assert_eq!(code(lang), "bad_language");
     }
 
     #[test]
     fn start_message_patches_atomically() {
         let mut p = StreamParams::defaults("en");
-        let bad = StreamParamsPatch { sample_rate: Some(44_100), encoding: Some("ogg".into()), ..Default::default() };
+        let bad = StreamParamsPatch {
+            sample_rate: Some(44_100),
+            encoding: Some("ogg".into()),
+            ..Default::default()
+        };
         assert!(p.apply(&bad).is_err());
         assert_eq!(p.sample_rate, 16_000, "nothing applied on error");
-        let good = StreamParamsPatch { sample_rate: Some(44_100), ..Default::default() };
+        let good = StreamParamsPatch {
+            sample_rate: Some(44_100),
+            ..Default::default()
+        };
         p.apply(&good).unwrap();
         assert_eq!(p.sample_rate, 44_100);
     }

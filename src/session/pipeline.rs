@@ -15,7 +15,11 @@ pub struct AudioPipeline<C> {
 }
 
 impl<C: FrameClassifier> AudioPipeline<C> {
-    pub fn new(params: &StreamParams, classifier: C, config: SegmenterConfig) -> Result<Self, ResampleError> {
+    pub fn new(
+        params: &StreamParams,
+        classifier: C,
+        config: SegmenterConfig,
+    ) -> Result<Self, ResampleError> {
         Ok(Self {
             decoder: PcmDecoder::new(params.encoding, params.channels),
             resampler: StreamResampler::new(params.sample_rate)?,

@@ -32,7 +32,8 @@ impl WebRtcVad {
 impl FrameClassifier for WebRtcVad {
     fn is_voiced(&mut self, frame: &[f32]) -> bool {
         self.frame.clear();
-        self.frame.extend(frame.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16));
+        self.frame
+            .extend(frame.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16));
         // The only error is a frame of the wrong length, which the segmenter never sends.
         self.vad.is_voice_segment(&self.frame).unwrap_or(false)
     }
@@ -54,6 +55,9 @@ mod tests {
             .filter(|f| vad.is_voiced(f))
             .count();
         let total = wav.samples.len() / VAD_FRAME_SAMPLES;
-        assert!(voiced > total / 3 && voiced < total, "{voiced} of {total} frames voiced");
+        assert!(
+            voiced > total / 3 && voiced < total,
+            "{voiced} of {total} frames voiced"
+        );
     }
 }

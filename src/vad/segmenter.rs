@@ -109,7 +109,8 @@ impl<C: FrameClassifier> Segmenter<C> {
             self.partial.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.partial.len() == VAD_FRAME_SAMPLES {
-                let frame = std::mem::replace(&mut self.partial, Vec::with_capacity(VAD_FRAME_SAMPLES));
+                let frame =
+                    std::mem::replace(&mut self.partial, Vec::with_capacity(VAD_FRAME_SAMPLES));
                 self.frame(frame, &mut events);
             }
         }
@@ -131,7 +132,9 @@ impl<C: FrameClassifier> Segmenter<C> {
 
     /// The open utterance: (number, start sample, audio so far).
     pub fn current(&self) -> Option<(u64, u64, &[f32])> {
-        self.open.as_ref().map(|o| (o.utterance, o.start_sample, o.audio.as_slice()))
+        self.open
+            .as_ref()
+            .map(|o| (o.utterance, o.start_sample, o.audio.as_slice()))
     }
 
     /// Samples consumed since the stream began.
@@ -186,8 +189,17 @@ impl<C: FrameClassifier> Segmenter<C> {
     fn open_at(&mut self, start_sample: u64, audio: Vec<f32>) -> SegmentEvent {
         let utterance = self.next_utterance;
         self.next_utterance += 1;
-        self.open = Some(Open { utterance, start_sample, audio, voiced_len: 0, silent_frames: 0 });
-        SegmentEvent::Started { utterance, start_sample }
+        self.open = Some(Open {
+            utterance,
+            start_sample,
+            audio,
+            voiced_len: 0,
+            silent_frames: 0,
+        });
+        SegmentEvent::Started {
+            utterance,
+            start_sample,
+        }
     }
 
     fn close(&mut self, reason: UtteranceEnd) -> Option<SegmentEvent> {
@@ -216,13 +228,19 @@ mod tests {
         }
     }
 
-    const CONFIG: SegmenterConfig =
-        SegmenterConfig { min_speech_ms: 90, preroll_ms: 300, silence_ms: 480, max_utterance_ms: 3000 };
+    const CONFIG: SegmenterConfig = SegmenterConfig {
+        min_speech_ms: 90,
+        preroll_ms: 300,
+        silence_ms: 480,
+        max_utterance_ms: 3000,
+    };
     const F: usize = VAD_FRAME_SAMPLES;
 
     fn run(segments: &[(f32, usize)], chunk: usize) -> (Segmenter<Scripted>, Vec<SegmentEvent>) {
-        let audio: Vec<f32> =
-            segments.iter().flat_map(|&(v, frames)| std::iter::repeat_n(v, frames * F)).collect();
+        let audio: Vec<f32> = segments
+            .iter()
+            .flat_map(|&(v, frames)| std::iter::repeat_n(v, frames * F))
+            .collect();
         let mut seg = Segmenter::new(Scripted, CONFIG);
         let events = audio.chunks(chunk).flat_map(|c| seg.push(c)).collect();
         (seg, events)
@@ -232,9 +250,13 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                SegmentEvent::Ended { utterance, start_sample, end_sample, audio, reason } => {
-                    Some((*utterance, *start_sample, *end_sample, audio.len(), *reason))
-                }
+                SegmentEvent::Ended {
+                    utterance,
+                    start_sample,
+                    end_sample,
+                    audio,
+                    reason,
+                } => Some((*utterance, *start_sample, *end_sample, audio.len(), *reason)),
                 _ => None,
             })
             .collect()
@@ -245,7 +267,13 @@ mod tests {
         // 1 s silence, 1.5 s speech, 1 s silence (frames of 30 ms).
         let (_, events) = run(&[(0.0, 33), (0.5, 50), (0.0, 33)], 1000);
         let start = 33 * F as u64 - ms_to_samples(300) as u64;
-        assert_eq!(events[0], SegmentEvent::Started { utterance: 0, start_sample: start });
+        assert_eq!(
+            events[0],
+            SegmentEvent::Started {
+                utterance: 0,
+                start_sample: start
+            }
+        );
         let ends = ended(&events);
         assert_eq!(ends.len(), 1);
         let (n, s, e, len, reason) = ends[0];
@@ -268,7 +296,18 @@ mod tests {
     fn short_blips_and_short_pauses_do_not_split() {
         // A 60 ms blip (below min_speech) opens nothing; a 300 ms pause (below silence) does
         // not end the utterance.
-        let (_, events) = run(&[(0.0, 10), (0.5, 2), (0.0, 20), (0.5, 20), (0.0, 10), (0.5, 20), (0.0, 30)], 512);
+        let (_, events) = run(
+            &[
+                (0.0, 10),
+                (0.5, 2),
+                (0.0, 20),
+                (0.5, 20),
+                (0.0, 10),
+                (0.5, 20),
+                (0.0, 30),
+            ],
+            512,
+        );
         assert_eq!(ended(&events).len(), 1);
     }
 
@@ -278,7 +317,11 @@ mod tests {
         let ends = ended(&events);
         assert_eq!(ends.len(), 2, "7.5 s of speech with a 3 s limit");
         assert!(ends.iter().all(|e| e.4 == UtteranceEnd::MaxLength));
-        assert_eq!(ends[1].1, ends[0].1 + ends[0].3 as u64, "the next one starts where the cut was");
+        assert_eq!(
+            ends[1].1,
+            ends[0].1 + ends[0].3 as u64,
+            "the next one starts where the cut was"
+        );
         assert!(seg.current().is_some(), "the third is still open");
     }
 
@@ -288,7 +331,10 @@ mod tests {
         assert!(ended(&events).is_empty());
         seg.push(&[0.5; 100]);
         match seg.flush() {
-            Some(SegmentEvent::Ended { reason: UtteranceEnd::Flush, .. }) => {}
+            Some(SegmentEvent::Ended {
+                reason: UtteranceEnd::Flush,
+                ..
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
         assert!(seg.flush().is_none(), "nothing left to flush");

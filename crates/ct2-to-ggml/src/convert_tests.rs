@@ -80,39 +80,30 @@ fn model_with_key_bias(key_bias: f32) -> Ct2Builder {
         start: 0.0,
         key_bias,
     };
-    b.f16(
-        "encoder/conv1/weight",
-        &[STATE, N_MELS, 3],
-        &v.next(STATE * N_MELS * 3),
-    );
-    b.f16("encoder/conv1/bias", &[STATE], &v.next(STATE));
-    b.f16(
-        "encoder/conv2/weight",
-        &[STATE, STATE, 3],
-        &v.next(STATE * STATE * 3),
-    );
-    b.f16("encoder/conv2/bias", &[STATE], &v.next(STATE));
-    b.f16(
+    let mut put = |b: &mut Ct2Builder, name: &str, shape: &[u32]| {
+        let values = v.next(shape.iter().product());
+        b.f16(name, shape, &values);
+    };
+    put(&mut b, "encoder/conv1/weight", &[STATE, N_MELS, 3]);
+    put(&mut b, "encoder/conv1/bias", &[STATE]);
+    put(&mut b, "encoder/conv2/weight", &[STATE, STATE, 3]);
+    put(&mut b, "encoder/conv2/bias", &[STATE]);
+    put(
+        &mut b,
         "encoder/position_encodings/encodings",
         &[AUDIO_CTX, STATE],
-        &v.next(AUDIO_CTX * STATE),
     );
-    layer(&mut b, v, "encoder");
-    norm(&mut b, v, "encoder/layer_norm");
-    b.i16_scalar("encoder/num_heads", 2);
-    b.f16(
-        "decoder/embeddings/weight",
-        &[EMBED_ROWS, STATE],
-        &v.next(EMBED_ROWS * STATE),
-    );
-    b.f16(
+    put(&mut b, "decoder/embeddings/weight", &[EMBED_ROWS, STATE]);
+    put(
+        &mut b,
         "decoder/position_encodings/encodings",
         &[TEXT_CTX, STATE],
-        &v.next(TEXT_CTX * STATE),
     );
-    layer(&mut b, v, "decoder");
-    norm(&mut b, v, "decoder/layer_norm");
-    b.i16_scalar("decoder/num_heads", 2);
+    for side in ["encoder", "decoder"] {
+        layer(&mut b, v, side);
+        norm(&mut b, v, &format!("{side}/layer_norm"));
+        b.i16_scalar(&format!("{side}/num_heads"), 2);
+    }
     b.alias("decoder/projection/weight", "decoder/embeddings/weight");
     b
 }

@@ -60,7 +60,7 @@ impl fmt::Display for Error {
                 "unknown tensor `{name}`: not part of a faster-whisper model this converter knows"
             ),
             Error::MissingTensor(name) => {
-                write!(f, "the model has no tensor `{name}`, which whisper.cpp needs")
+                write!(f, "no tensor for `{name}` in the model; whisper.cpp needs it")
             }
             Error::BadTensor { name, reason } => write!(f, "tensor `{name}`: {reason}"),
             Error::Vocabulary(msg) => write!(f, "vocabulary.txt: {msg}"),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project, exactly as CI does (.ci/run calls this script):
+# prerequisites, the real tiny.en model, format and lint checks, the Rust suites against the
+# real server and model, then the browser and deployment suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/fetch-model.sh tiny.en
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --release --workspace

@@ -71,19 +71,24 @@ def wav_duration_s(path: Path) -> float:
         return wav.getnframes() / wav.getframerate()
 
 
-def padded_clip(source: Path, target: Path, silence_s: float) -> Path:
-    """`source` followed by `silence_s` of digital silence, same format.
+def padded_clip(sources: list[Path], target: Path, gap_s: float, tail_s: float) -> Path:
+    """The `sources` (same format) one after another, `gap_s` of digital silence between them
+    and `tail_s` after the last.
 
     Chromium's fake capture does not fall silent when its file ends: it repeats the last 10 ms
     buffer (a 100 Hz buzz, measured with Chromium 156), which a VAD may take for speech. Ending
     the file with real silence makes what repeats silence, as with a person who stops talking."""
-    with wave.open(str(source), "rb") as src:
-        params = src.getparams()
-        frames = src.readframes(src.getnframes())
-    silence = bytes(int(params.framerate * silence_s) * params.sampwidth * params.nchannels)
+    chunks, params = [], None
+    for i, source in enumerate(sources):
+        with wave.open(str(source), "rb") as src:
+            params = params or src.getparams()
+            assert src.getparams()[:3] == params[:3], f"{source} differs in format"
+            chunks.append(src.readframes(src.getnframes()))
+        seconds = tail_s if i == len(sources) - 1 else gap_s
+        chunks.append(bytes(int(params.framerate * seconds) * params.sampwidth * params.nchannels))
     with wave.open(str(target), "wb") as dst:
         dst.setparams(params)
-        dst.writeframes(frames + silence)
+        dst.writeframes(b"".join(chunks))
     return target
 
 

@@ -13,10 +13,7 @@ fn readme_one_liner() -> String {
         .split("<!-- websocat-one-liner")
         .nth(1)
         .expect("marker in README");
-    let line = after
-        .lines()
-        .skip_while(|l| !l.starts_with("websocat"))
-        .next();
+    let line = after.lines().find(|l| l.starts_with("websocat"));
     line.expect("a websocat line after the marker").to_string()
 }
 

@@ -90,6 +90,7 @@ fn hybrid_config(fake: &FakeOpenAi, timeout_ms: u64) -> Config {
     fake.configure(&mut config);
     config.openai_timeout_ms = timeout_ms;
     config.openai_circuit_failures = 100;
+    if let Ok(n) = std::env::var("HYBRID_THREADS") { config.threads_per_worker = n.parse().unwrap(); }
     config
 }
 

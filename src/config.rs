@@ -229,3 +229,39 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_the_logged_configuration() {
+        let config = Config::parse_from(["whisper-api", "--openai-api-key", "sk-live-0123456789"]);
+        let logged = format!("{config:?}");
+        assert!(!logged.contains("sk-live"), "{logged}");
+        assert!(logged.contains("[redacted]"));
+        assert_eq!(config.openai_api_key.expose(), "sk-live-0123456789");
+        assert!(format!("{:?}", Config::defaults().openai_api_key).contains("unset"));
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
+        assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
+        assert_eq!(c.primary_service, PrimaryService::Openai);
+        assert!(c.fallback_to_local);
+        let (workers, threads) = c.engine_shape();
+        assert!(workers >= 1 && (1..=4).contains(&threads));
+    }
+
+    #[test]
+    fn keywords_split_and_trim() {
+        let c = Config::parse_from([
+            "whisper-api",
+            "--openai-keywords",
+            " Kubernetes, ,whisper.cpp ",
+        ]);
+        assert_eq!(c.keywords(), vec!["Kubernetes", "whisper.cpp"]);
+    }
+}

@@ -15,8 +15,9 @@ const BACKOFF_JITTER = 0.3;
 
 /** Audio kept while disconnected; older audio is dropped first. */
 const MAX_PENDING_MS = 10000;
-/** After eof, how long to wait for the server's finals and `done` before giving up. */
-const FINISH_TIMEOUT_MS = 20000;
+/** After eof, how long to wait for the server's finals and `done` before giving up: generous,
+ * because a loaded server may take long over a final, and giving up loses it. */
+const FINISH_TIMEOUT_MS = 60000;
 
 const BYTES_PER_SAMPLE = 2;
 

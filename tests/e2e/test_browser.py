@@ -39,8 +39,8 @@ GAP_S = 1.0
 MAX_WER = 0.25
 # Time for a final to arrive: VAD silence plus inference on a busy 2-core machine.
 SETTLE_TIMEOUT_S = 45
-# From Stop to `done`: the outstanding finals (the page gives up after 20 s).
-STOP_TIMEOUT_S = 30
+# From Stop to `done`: the outstanding finals (the page gives up after 60 s).
+STOP_TIMEOUT_S = 70
 # Captured after the clip's end before pressing Stop: part of the trailing silence.
 CLIP_END_MARGIN_S = 1.0
 # Silence after the speech, so the VAD ends the last utterance as after a real speaker.

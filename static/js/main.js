@@ -50,6 +50,8 @@ function setConnection(state, text) {
 
 function onState(state, detail) {
   if (detail.session) transcript.endSession(detail.session.id);
+  // While the last finals are on their way a new recording would orphan them.
+  ui.start.disabled = state === "finishing";
   switch (state) {
     case "connecting":
       setConnection(state, detail.attempt ? `Connecting (attempt ${detail.attempt + 1})…` : "Connecting…");

@@ -34,6 +34,9 @@ CLIP = "short/jfk_inaugural_1961.wav"
 # Speech that follows CLIP in the reconnect test, so there is something left after the restart.
 SECOND_CLIP = "short/librispeech_train-clean-100_2843-152918-0000.wav"
 GAP_S = 1.0
+# When the deploy happens in the reconnect test: in the middle of CLIP's third sentence.
+DEPLOY_AT_S = 6.0
+DRAIN_MS = 3000
 # tiny.en scores 7.5 % WER offline on the short clips and gets this one right; streaming cuts
 # utterances at pauses, which may cost a word or two.
 MAX_WER = 0.25
@@ -270,27 +273,39 @@ def test_caption_view_follows_the_session(run: Run):
     assert run.caption_end_state == "Session ended"
 
 
+def lines(driver) -> list[tuple[str, str]]:
+    """Every transcript line as (class, text), provisional ones included."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#transcript li')].map(li => [li.className, li.textContent]);"
+    )
+
+
 def test_page_reconnects_after_a_deploy_and_keeps_the_transcript(tmp_path):
-    """SIGTERM (a deploy) after the first final: the server finishes the open utterance and
+    """SIGTERM (a deploy) while someone speaks: the server finishes the open utterance and
     closes with 1012; the page reconnects with backoff to the new server on the same port as a
     new session, keeping the lines it had and transcribing the speech that follows."""
     sources = [speech_dir() / CLIP, speech_dir() / SECOND_CLIP]
     reference = " ".join(p.with_suffix(".txt").read_text() for p in sources)
     clip = padded_clip(sources, tmp_path / "clips.wav", GAP_S, TRAILING_SILENCE_S)
     clip_s = wav_duration_s(clip) - TRAILING_SILENCE_S
-    servers = [ServerProcess.start(tmp_path)]
+    # A short drain, as a deploy would configure, leaves most of the speech for the new server.
+    servers = [ServerProcess.start(tmp_path, SHUTDOWN_GRACE_MS=str(DRAIN_MS))]
     browser = launch_chromium(fake_audio=clip)
     driver = browser.driver
     try:
         started = open_and_start(driver, servers[0].base_url)
         first_session = driver.find_element(By.ID, "session-id").text
-        wait_for_finals(driver, 1, SETTLE_TIMEOUT_S)
+        # Deploy at a fixed point in the speech, not after some final, so that however slow
+        # inference is, most of the speech comes after the restart.
+        WebDriverWait(driver, SETTLE_TIMEOUT_S).until(lambda d: lines(d), message="nothing shown before the deploy")
+        time.sleep(max(0.0, started + DEPLOY_AT_S - time.monotonic()))
         servers[0].proc.send_signal(signal.SIGTERM)
         WebDriverWait(driver, 30, poll_frequency=0.05).until(
             lambda d: conn_state(d) == "reconnecting", message="the page did not start reconnecting"
         )
         reconnecting_text = driver.find_element(By.ID, "conn").text
-        before = js_finals(driver)
+        # The old session has closed: its lines are final now, and no new session has begun.
+        before = lines(driver)
         servers[0].proc.wait(timeout=30)
         servers.append(ServerProcess.start(tmp_path, port=servers[0].port))
         WebDriverWait(driver, 30).until(
@@ -299,7 +314,9 @@ def test_page_reconnects_after_a_deploy_and_keeps_the_transcript(tmp_path):
         )
         wait_for_clip_end(driver, started, clip_s)
         stop_and_wait_ended(driver)
-        after = js_finals(driver)
+        after = lines(driver)
+        finals = js_finals(driver)
+        new_finals = finals[sum("final" in cls.split() for cls, _ in before) :]
     except Exception:
         print("--- browser console ---\n" + browser.console_log())
         print("--- server logs ---\n" + servers[-1].log_tail(80))
@@ -311,15 +328,16 @@ def test_page_reconnects_after_a_deploy_and_keeps_the_transcript(tmp_path):
     # The server closes with 1012 after its drain. Chromium reports 1006 instead when the server
     # drops the socket with client audio still unread: the TCP reset discards the close frame.
     assert re.search(r"server restarting|connection lost \(1006\)", reconnecting_text), reconnecting_text
+    assert before, "the transcript was empty when the page reconnected"
     assert after[: len(before)] == before, "lines from before the restart were not kept in place"
-    new = after[len(before) :]
-    assert new, "nothing was transcribed after the reconnect"
-    starts = [f.start_ms for f in after]
+    assert all("partial" not in cls.split() for cls, _ in before), f"a line stayed provisional: {before}"
+    assert new_finals, f"nothing was transcribed after the reconnect; the page shows {after}"
+    starts = [f.start_ms for f in finals]
     assert starts == sorted(starts), f"times do not continue across sessions: {starts}"
-    # Speech captured while the old server drained is lost, so no WER over the whole: the new
+    # Speech sent while the old server drained is lost, so no WER over the whole: the new
     # session's words must come from the clips.
     known = set(normalise_words(reference))
-    words = normalise_words(" ".join(f.text for f in new))
+    words = normalise_words(" ".join(f.text for f in new_finals))
     assert sum(w in known for w in words) >= 0.7 * len(words), words
 
 

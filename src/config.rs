@@ -204,12 +204,16 @@ impl Config {
 
     /// (workers, threads per worker), derived from the core count when left at 0.
     ///
-    /// whisper.cpp scales poorly past a few threads on small models, so on small machines one
-    /// worker uses every core; larger machines get more workers of up to 4 threads each.
+    /// ggml's worker threads spin while they wait for each other, so a multi-threaded job
+    /// on a busy small machine wastes much of its CPU (measured with
+    /// `examples/engine_speed.rs` on 2 loaded cores: 3.3 CPU-s per final with 1 thread, 12 with
+    /// 2). Up to 2 cores therefore get one single-threaded worker per core, which also lets a
+    /// final run beside a partial; larger machines get 2-thread workers.
     pub fn engine_shape(&self) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match self.threads_per_worker {
-            0 => cores.clamp(1, 4),
+            0 if cores <= 2 => 1,
+            0 => 2,
             n => n,
         };
         let workers = match self.workers {

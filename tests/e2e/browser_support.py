@@ -16,11 +16,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import wave
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from selenium import webdriver
@@ -167,6 +169,53 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible transcription endpoint on loopback, the one thing these tests fake.
+
+    The first transcription request succeeds with `text`; every later one is refused with a
+    400, which the server does not retry, so its finals fall back to the local text."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # the deep health check
+                self.reply(200, {"object": "list", "data": []})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append(self.headers.get("Content-Type", ""))
+                if self.path.endswith("/audio/transcriptions") and len(fake.requests) == 1:
+                    self.reply(200, {"text": fake.text})
+                else:
+                    self.reply(400, {"error": {"message": "refused by the test", "type": "invalid_request_error"}})
+
+            def reply(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @dataclass

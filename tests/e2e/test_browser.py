@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser_support import (
+    FakeOpenAI,
     ServerProcess,
     launch_chromium,
     normalise_words,
@@ -37,6 +39,8 @@ GAP_S = 1.0
 # When the deploy happens in the reconnect test: in the middle of CLIP's third sentence.
 DEPLOY_AT_S = 6.0
 DRAIN_MS = 3000
+# What the fake OpenAI answers: distinct from anything the local model would write.
+OPENAI_TEXT = "Transcribed by the fake OpenAI."
 # tiny.en scores 7.5 % WER offline on the short clips and gets this one right; streaming cuts
 # utterances at pauses, which may cost a word or two.
 MAX_WER = 0.25
@@ -339,6 +343,57 @@ def test_page_reconnects_after_a_deploy_and_keeps_the_transcript(tmp_path):
     known = set(normalise_words(reference))
     words = normalise_words(" ".join(f.text for f in new_finals))
     assert sum(w in known for w in words) >= 0.7 * len(words), words
+
+
+def test_badges_show_openai_and_local_fallback_with_its_reason(tmp_path):
+    """PRIMARY_SERVICE=openai against a fake OpenAI that answers the first final and refuses
+    the rest: one OpenAI badge with OpenAI's text, local fallback badges with the reason."""
+    source = speech_dir() / CLIP
+    clip = padded_clip([source], tmp_path / "clip.wav", 0, TRAILING_SILENCE_S)
+    openai = FakeOpenAI(OPENAI_TEXT)
+    server = ServerProcess.start(
+        tmp_path,
+        PRIMARY_SERVICE="openai",
+        OPENAI_API_KEY="sk-test-browser",
+        OPENAI_BASE_URL=openai.base_url,
+        FALLBACK_TO_LOCAL="true",
+    )
+    browser = launch_chromium(fake_audio=clip)
+    driver = browser.driver
+    try:
+        started = open_and_start(driver, server.base_url)
+        wait_for_clip_end(driver, started, wav_duration_s(source))
+        stop_and_wait_ended(driver)
+        finals = js_finals(driver)
+        fallback = driver.find_elements(By.CSS_SELECTOR, "#transcript .badge-fallback")
+        assert fallback, f"no fallback badge: {finals}"
+        # The reason shows on hover (CSS ::after from data-reason) as well as in the title.
+        ActionChains(driver).move_to_element(fallback[0]).perform()
+        hover_text = driver.execute_script(
+            "return getComputedStyle(arguments[0], '::after').content;", fallback[0]
+        )
+        title = fallback[0].get_attribute("title")
+        reason = fallback[0].get_attribute("data-reason")
+    except Exception:
+        print("--- browser console ---\n" + browser.console_log())
+        print("--- server log ---\n" + server.log_tail())
+        raise
+    finally:
+        browser.quit()
+        server.stop()
+        openai.stop()
+    assert len(openai.requests) >= 2 and openai.requests[0].startswith("multipart/form-data")
+    by_openai = [f for f in finals if f.source == "openai"]
+    assert len(by_openai) == 1, finals
+    assert by_openai[0].text == OPENAI_TEXT
+    assert (by_openai[0].badge_class, by_openai[0].badge_text) == ("badge badge-openai", "OpenAI")
+    assert by_openai[0].badge_reason is None
+    for final in finals:
+        if final.source == "local":
+            assert (final.badge_class, final.badge_text) == ("badge badge-fallback", "local fallback")
+            assert final.badge_reason in ("http_4xx", "circuit_open"), final
+    assert title == f"OpenAI was not used: {reason}"
+    assert hover_text == f'"{reason}"', hover_text
 
 
 @pytest.fixture(scope="module")

@@ -47,5 +47,7 @@ if [ "${1:-}" = "--screenshot" ]; then
 fi
 
 start=$(date +%s)
-python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"
+status=0
+python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || status=$?
 echo "test-browser: browser tests took $(( $(date +%s) - start )) s" >&2
+exit "$status"

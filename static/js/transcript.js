@@ -100,9 +100,21 @@ export class Transcript {
     // Finals get a new node rather than an edited one: the log announces additions, and the
     // partials it replaces are hidden from screen readers, so each line is read out once.
     if (entry.el) entry.el.replaceWith(el);
-    else this.list.append(el);
+    else this.insertInOrder(el, entry.startMs);
     entry.el = el;
     if (follow) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** Lines stay in speech order even when a later utterance shows a partial before an earlier
+   * one's final arrives (audio buffered during a reconnect is sent in one burst). */
+  insertInOrder(el, startMs) {
+    let next = null;
+    // Lines almost always arrive in order, so search from the end.
+    for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
+      if (Number(node.dataset.startMs) <= startMs) break;
+      next = node;
+    }
+    this.list.insertBefore(el, next);
   }
 
   isFollowing() {

@@ -24,7 +24,9 @@ fi
 
 if ! python3 -c "import selenium, pytest" 2>/dev/null; then
     echo "test-browser: installing selenium and pytest" >&2
-    python3 -m pip install --quiet --disable-pip-version-check selenium pytest
+    # Debian's own python3 refuses pip installs into it (PEP 668) unless told otherwise.
+    python3 -m pip install --quiet --disable-pip-version-check selenium pytest 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages selenium pytest
 fi
 
 if [ -z "${WHISPER_API_BIN:-}" ]; then

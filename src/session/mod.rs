@@ -38,6 +38,8 @@ pub use params::{RawQuery, StreamParams};
 use partials::{Answer, InFlight, Partials};
 use pipeline::AudioPipeline;
 
+/// How long a closing session waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Characters of earlier finals passed to whisper as the prompt.
 const PROMPT_CHARS: usize = 200;
 
@@ -176,7 +178,24 @@ async fn run_inner(
     drop(session);
     drop(outbox);
     let _ = writer.await;
+    if outcome != "client gone" && outcome != "client closed" {
+        linger(&mut stream).await;
+    }
     outcome
+}
+
+/// After our close frame, reads (and discards) what the client still sends until its close
+/// frame arrives. Dropping a socket with unread data makes the kernel send a reset, and the
+/// browser then reports 1006 instead of our close code.
+async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 async fn fail(outbox: &Outbox, e: &ProtocolError) {

@@ -93,8 +93,7 @@ async fn session(server: &TestServer, speech: &Speech, pace: f64) -> Transcript 
         FRAME_BYTES * 10
     };
     let pcm = s16le(&speech.samples);
-    let t = stream(&server.ws_url(""), &pcm, BYTES_PER_SECOND, frame, pace).await;
-    t
+    stream(&server.ws_url(""), &pcm, BYTES_PER_SECOND, frame, pace).await
 }
 
 /// Test configuration pointed at `fake`, with a deadline and a breaker that never opens.
@@ -529,10 +528,10 @@ async fn the_circuit_opens_after_consecutive_failures_and_recovers_after_the_coo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_answers_still_give_ordered_finals_and_timely_partials() {
     let fake = FakeOpenAi::start().await;
-    let first_delay = Duration::from_millis(10_000);
+    let (first_delay, second_delay) = (Duration::from_millis(10_000), Duration::from_millis(100));
     fake.script([
         Reply::text("first answer").after(first_delay),
-        Reply::text("second answer").after(Duration::from_millis(100)),
+        Reply::text("second answer").after(second_delay),
     ]);
     let mut config = hybrid_config(&fake, SLOW_DEADLINE_MS);
     config.partial_interval_ms = Config::defaults().partial_interval_ms;
@@ -550,7 +549,7 @@ async fn out_of_order_answers_still_give_ordered_finals_and_timely_partials() {
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
     assert!(
-        requests[1].received_at < requests[0].received_at + first_delay,
+        requests[1].received_at + second_delay < requests[0].received_at + first_delay,
         "the second answer came first"
     );
     // The slow first answer did not hold back the second utterance's partials.

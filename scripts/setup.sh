@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing whisper-api needs, only when missing:
 # Debian packages (whisper-rs builds whisper.cpp with cmake and bindgen/libclang) and the
-# websocat binary used by the README one-liner. Safe to re-run; quiet when all is there.
+# websocat binary and pv used by the README one-liner. Safe to re-run; quiet when all is there.
 set -euo pipefail
 
-APT_PACKAGES=(cmake clang libclang-dev pkg-config curl ca-certificates git)
+APT_PACKAGES=(cmake clang libclang-dev pkg-config curl ca-certificates git pv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

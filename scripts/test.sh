@@ -14,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace
+echo "== browser tests (headless Chromium)"
+scripts/test-browser.sh

@@ -204,12 +204,16 @@ impl Config {
 
     /// (workers, threads per worker), derived from the core count when left at 0.
     ///
-    /// whisper.cpp scales poorly past a few threads on small models, so on small machines one
-    /// worker uses every core; larger machines get more workers of up to 4 threads each.
+    /// ggml's worker threads spin while they wait for each other, so a multi-threaded job
+    /// on a busy small machine wastes much of its CPU (measured with
+    /// `examples/engine_speed.rs` on 2 loaded cores: 3.3 CPU-s per final with 1 thread, 12 with
+    /// 2). Up to 2 cores therefore get one single-threaded worker per core, which also lets a
+    /// final run beside a partial; larger machines get 2-thread workers.
     pub fn engine_shape(&self) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match self.threads_per_worker {
-            0 => cores.clamp(1, 4),
+            0 if cores <= 2 => 1,
+            0 => 2,
             n => n,
         };
         let workers = match self.workers {
@@ -227,5 +231,41 @@ impl Config {
             .filter(|k| !k.is_empty())
             .map(str::to_string)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_the_logged_configuration() {
+        let config = Config::parse_from(["whisper-api", "--openai-api-key", "sk-live-0123456789"]);
+        let logged = format!("{config:?}");
+        assert!(!logged.contains("sk-live"), "{logged}");
+        assert!(logged.contains("[redacted]"));
+        assert_eq!(config.openai_api_key.expose(), "sk-live-0123456789");
+        assert!(format!("{:?}", Config::defaults().openai_api_key).contains("unset"));
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
+        assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
+        assert_eq!(c.primary_service, PrimaryService::Openai);
+        assert!(c.fallback_to_local);
+        let (workers, threads) = c.engine_shape();
+        assert!(workers >= 1 && (1..=4).contains(&threads));
+    }
+
+    #[test]
+    fn keywords_split_and_trim() {
+        let c = Config::parse_from([
+            "whisper-api",
+            "--openai-keywords",
+            " Kubernetes, ,whisper.cpp ",
+        ]);
+        assert_eq!(c.keywords(), vec!["Kubernetes", "whisper.cpp"]);
     }
 }

@@ -13,10 +13,7 @@ fn readme_one_liner() -> String {
         .split("<!-- websocat-one-liner")
         .nth(1)
         .expect("marker in README");
-    let line = after
-        .lines()
-        .skip_while(|l| !l.starts_with("websocat"))
-        .next();
+    let line = after.lines().find(|l| l.contains("websocat "));
     line.expect("a websocat line after the marker").to_string()
 }
 
@@ -59,6 +56,10 @@ async fn readme_websocat_one_liner_prints_partials_finals_and_done() {
         .filter(|m| m["type"] == "final")
         .map(|m| m["text"].as_str().unwrap())
         .collect();
+    assert!(
+        kinds.contains(&"partial"),
+        "paced at real time, partials show: {stdout}"
+    );
     let reference = reference_text(&speech_dir().join("short/jfk_inaugural_1961.wav"));
     let error = wer(&finals.join(" "), &reference);
     assert!(error <= 0.10, "WER {error:.3}: {finals:?}");

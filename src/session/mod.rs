@@ -9,6 +9,7 @@
 pub mod finals;
 pub mod outbox;
 pub mod params;
+pub mod partials;
 pub mod pipeline;
 
 use std::collections::VecDeque;
@@ -20,14 +21,13 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audio::{ms_to_samples, samples_to_ms};
+use crate::audio::samples_to_ms;
 use crate::captions::CaptionHub;
 use crate::config::Config;
-use crate::engine::{EngineError, Job, JobKind, Transcript};
+use crate::engine::{EngineError, Transcript};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientMessage, ProtocolError, ServerMessage};
 use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
@@ -35,12 +35,11 @@ use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
 use finals::{FinalPass, FinalRequest, FinalResult};
 use outbox::Outbox;
 pub use params::{RawQuery, StreamParams};
+use partials::{Answer, InFlight, Partials};
 use pipeline::AudioPipeline;
 
-/// A partial needs at least this much new audio since the last one.
-const PARTIAL_MIN_NEW_MS: u64 = 250;
-/// Partials start once an utterance holds this much audio.
-const PARTIAL_MIN_AUDIO_MS: u64 = 400;
+/// How long a closing session waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Characters of earlier finals passed to whisper as the prompt.
 const PROMPT_CHARS: usize = 200;
 
@@ -64,14 +63,6 @@ enum Ending {
 
 type FinalFuture = Pin<Box<dyn Future<Output = FinalResult> + Send>>;
 
-struct InFlightPartial {
-    utterance: u64,
-    start_sample: u64,
-    audio_len: usize,
-    submitted: Instant,
-    rx: oneshot::Receiver<Result<Transcript, EngineError>>,
-}
-
 struct Session {
     id: Arc<str>,
     deps: SessionDeps,
@@ -79,10 +70,7 @@ struct Session {
     pipeline: AudioPipeline<WebRtcVad>,
     outbox: Outbox,
     finals: FuturesOrdered<FinalFuture>,
-    partial: Option<InFlightPartial>,
-    /// Audio length of the open utterance when its last partial was requested.
-    partial_audio_len: usize,
-    last_partial_text: String,
+    partials: Partials,
     recent_finals: VecDeque<String>,
     audio_received: bool,
 }
@@ -145,7 +133,7 @@ async fn run_inner(
         tokio::select! {
             biased;
             Some(result) = session.finals.next() => session.send_final(result).await,
-            result = wait_partial(&mut session.partial) => session.on_partial(result).await,
+            done = session.partials.next() => session.on_partial(done).await,
             _ = shutdown.cancelled(), if ending.is_none() => {
                 // Finish open utterances; their finals go out before the 1012 close.
                 session.finish_stream();
@@ -190,25 +178,30 @@ async fn run_inner(
     drop(session);
     drop(outbox);
     let _ = writer.await;
+    if outcome != "client gone" && outcome != "client closed" {
+        linger(&mut stream).await;
+    }
     outcome
+}
+
+/// After our close frame, reads (and discards) what the client still sends until its close
+/// frame arrives. Dropping a socket with unread data makes the kernel send a reset, and the
+/// browser then reports 1006 instead of our close code.
+async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 async fn fail(outbox: &Outbox, e: &ProtocolError) {
     tracing::info!(code = e.code(), error = %e, "closing session on client error");
     outbox.send(&e.to_message()).await;
     outbox.close(e.close_code(), e.code()).await;
-}
-
-async fn wait_partial(
-    partial: &mut Option<InFlightPartial>,
-) -> (InFlightPartial, Result<Transcript, EngineError>) {
-    match partial.as_mut() {
-        Some(p) => {
-            let result = (&mut p.rx).await.unwrap_or(Err(EngineError::Closed));
-            (partial.take().expect("checked above"), result)
-        }
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
@@ -241,9 +234,7 @@ impl Session {
             pipeline,
             outbox,
             finals: FuturesOrdered::new(),
-            partial: None,
-            partial_audio_len: 0,
-            last_partial_text: String::new(),
+            partials: Partials::default(),
             recent_finals: VecDeque::new(),
             audio_received: false,
         })
@@ -353,8 +344,7 @@ impl Session {
                         start_ms = samples_to_ms(start_sample),
                         "utterance started"
                     );
-                    self.partial_audio_len = 0;
-                    self.last_partial_text.clear();
+                    self.partials.utterance_started();
                 }
                 SegmentEvent::Ended {
                     utterance,
@@ -388,14 +378,7 @@ impl Session {
     }
 
     fn prompt(&self) -> String {
-        let joined = self
-            .recent_finals
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let skip = joined.chars().count().saturating_sub(PROMPT_CHARS);
-        joined.chars().skip(skip).collect()
+        prompt_from(&self.recent_finals)
     }
 
     async fn send_final(&mut self, result: FinalResult) {
@@ -415,70 +398,41 @@ impl Session {
     }
 
     async fn maybe_request_partial(&mut self) {
-        if self.partial.is_some() {
-            return; // At most one in flight: the next one will carry newer audio anyway.
-        }
-        let Some((utterance, start_sample, audio)) = self.pipeline.current() else {
+        let language = self.params.language.clone();
+        let recent = &self.recent_finals;
+        let prompt = || prompt_from(recent);
+        let Some((job, in_flight)) = self
+            .partials
+            .due(self.pipeline.current(), prompt, &language)
+        else {
             return;
         };
-        let enough = audio.len() >= ms_to_samples(PARTIAL_MIN_AUDIO_MS);
-        let new = audio.len() >= self.partial_audio_len + ms_to_samples(PARTIAL_MIN_NEW_MS);
-        if !enough || !new {
-            return;
-        }
-        let audio_len = audio.len();
-        let (job, rx) = Job::new(
-            JobKind::Partial,
-            Arc::new(audio.to_vec()),
-            self.prompt(),
-            self.params.language.clone(),
-        );
-        self.partial_audio_len = audio_len;
         match self.deps.final_pass.queue.submit(job).await {
-            Ok(()) => {
-                self.partial = Some(InFlightPartial {
-                    utterance,
-                    start_sample,
-                    audio_len,
-                    submitted: Instant::now(),
-                    rx,
-                });
-            }
+            Ok(()) => self.partials.submitted(in_flight),
             Err(_) => self.deps.metrics.partial_shed(),
         }
     }
 
-    async fn on_partial(
-        &mut self,
-        (partial, result): (InFlightPartial, Result<Transcript, EngineError>),
-    ) {
+    async fn on_partial(&mut self, done: (InFlight, Result<Transcript, EngineError>)) {
         let open = self.pipeline.current().map(|(n, _, _)| n);
-        let transcript = match result {
-            Ok(t) => t,
-            Err(EngineError::Shed) => return self.deps.metrics.partial_shed(),
-            Err(e) => {
-                tracing::warn!(error = %e, "partial failed");
-                return;
+        match self.partials.answer(done, open) {
+            Answer::Send(message, lag) => {
+                self.deps.metrics.observe_partial_latency(lag);
+                self.outbox.send(&message).await;
             }
-        };
-        // A partial for an utterance that has ended is stale: its final is on the way.
-        if open != Some(partial.utterance)
-            || transcript.text.is_empty()
-            || transcript.text == self.last_partial_text
-        {
-            return;
+            Answer::Shed => self.deps.metrics.partial_shed(),
+            Answer::Nothing => {}
         }
-        self.deps
-            .metrics
-            .observe_partial_latency(partial.submitted.elapsed());
-        self.last_partial_text = transcript.text.clone();
-        let start_ms = samples_to_ms(partial.start_sample);
-        let message = ServerMessage::Partial {
-            utterance: partial.utterance,
-            text: transcript.text,
-            start_ms,
-            end_ms: start_ms + samples_to_ms(partial.audio_len as u64),
-        };
-        self.outbox.send(&message).await;
     }
+}
+
+/// The last [`PROMPT_CHARS`] characters of the session's recent finals.
+fn prompt_from(recent_finals: &VecDeque<String>) -> String {
+    let joined = recent_finals
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let skip = joined.chars().count().saturating_sub(PROMPT_CHARS);
+    joined.chars().skip(skip).collect()
 }

@@ -1,0 +1,205 @@
+//! Partial scheduling for one session: at most one partial in flight, latest audio wins.
+//!
+//! A partial is due when the open utterance holds enough audio and has grown since the last
+//! request; while one is in flight nothing new is queued (the next request will carry newer
+//! audio anyway), and an answer for an utterance that has since ended is dropped — its final
+//! is on the way. Only changed text is sent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::audio::{ms_to_samples, samples_to_ms};
+use crate::engine::{EngineError, Job, JobKind, Transcript};
+use crate::protocol::ServerMessage;
+
+/// A partial needs at least this much new audio since the last one.
+const PARTIAL_MIN_NEW_MS: u64 = 250;
+/// Partials start once an utterance holds this much audio.
+const PARTIAL_MIN_AUDIO_MS: u64 = 400;
+
+type Reply = oneshot::Receiver<Result<Transcript, EngineError>>;
+
+/// A requested partial: what it covers and where its answer arrives.
+pub struct InFlight {
+    utterance: u64,
+    start_sample: u64,
+    audio_len: usize,
+    submitted: Instant,
+    rx: Reply,
+}
+
+/// What to do with a finished partial.
+pub enum Answer {
+    /// Send it; the duration is the partial's lag (queue + inference).
+    Send(ServerMessage, Duration),
+    /// The engine was full and dropped it.
+    Shed,
+    /// Stale, empty, unchanged or failed: nothing to send.
+    Nothing,
+}
+
+#[derive(Default)]
+pub struct Partials {
+    in_flight: Option<InFlight>,
+    /// Audio length of the open utterance at its last request.
+    requested_len: usize,
+    last_text: String,
+}
+
+impl Partials {
+    pub fn utterance_started(&mut self) {
+        self.requested_len = 0;
+        self.last_text.clear();
+    }
+
+    /// The job to queue when a partial of the open utterance `(number, start, audio)` is due.
+    pub fn due(
+        &mut self,
+        open: Option<(u64, u64, &[f32])>,
+        prompt: impl FnOnce() -> String,
+        language: &str,
+    ) -> Option<(Job, InFlight)> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let (utterance, start_sample, audio) = open?;
+        let enough = audio.len() >= ms_to_samples(PARTIAL_MIN_AUDIO_MS);
+        let grown = audio.len() >= self.requested_len + ms_to_samples(PARTIAL_MIN_NEW_MS);
+        if !enough || !grown {
+            return None;
+        }
+        self.requested_len = audio.len();
+        let (job, rx) = Job::new(
+            JobKind::Partial,
+            Arc::new(audio.to_vec()),
+            prompt(),
+            language.to_string(),
+        );
+        let in_flight = InFlight {
+            utterance,
+            start_sample,
+            audio_len: audio.len(),
+            submitted: Instant::now(),
+            rx,
+        };
+        Some((job, in_flight))
+    }
+
+    /// Records that the job of `due` was queued.
+    pub fn submitted(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
+    /// Waits for the in-flight partial (forever when there is none). Cancel-safe: the
+    /// request stays in place until its answer has been taken.
+    pub async fn next(&mut self) -> (InFlight, Result<Transcript, EngineError>) {
+        match self.in_flight.as_mut() {
+            Some(p) => {
+                let result = (&mut p.rx).await.unwrap_or(Err(EngineError::Closed));
+                (self.in_flight.take().expect("checked above"), result)
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Turns a finished partial into what to send, given the utterance open now.
+    pub fn answer(
+        &mut self,
+        (partial, result): (InFlight, Result<Transcript, EngineError>),
+        open_utterance: Option<u64>,
+    ) -> Answer {
+        let text = match result {
+            Ok(t) => t.text,
+            Err(EngineError::Shed) => return Answer::Shed,
+            Err(e) => {
+                tracing::warn!(error = %e, "partial failed");
+                return Answer::Nothing;
+            }
+        };
+        if open_utterance != Some(partial.utterance) || text.is_empty() || text == self.last_text {
+            return Answer::Nothing;
+        }
+        self.last_text = text.clone();
+        let start_ms = samples_to_ms(partial.start_sample);
+        let message = ServerMessage::Partial {
+            utterance: partial.utterance,
+            text,
+            start_ms,
+            end_ms: start_ms + samples_to_ms(partial.audio_len as u64),
+        };
+        Answer::Send(message, partial.submitted.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(p: &mut Partials, audio: &[f32], text: &str, open: Option<u64>) -> Answer {
+        let (job, in_flight) = p
+            .due(Some((0, 1600, audio)), String::new, "en")
+            .expect("due");
+        p.submitted(in_flight);
+        let transcript = Transcript {
+            text: text.into(),
+            ..Default::default()
+        };
+        job.reply.send(Ok(transcript)).unwrap();
+        let done = futures_util::FutureExt::now_or_never(p.next()).expect("answered");
+        p.answer(done, open)
+    }
+
+    #[test]
+    fn due_only_with_enough_new_audio_and_nothing_in_flight() {
+        let mut p = Partials::default();
+        let short = vec![0.1; ms_to_samples(300)];
+        assert!(
+            p.due(Some((0, 0, &short)), String::new, "en").is_none(),
+            "too little audio"
+        );
+        let audio = vec![0.1; ms_to_samples(1000)];
+        let (_job, in_flight) = p.due(Some((0, 0, &audio)), String::new, "en").unwrap();
+        p.submitted(in_flight);
+        let more = vec![0.1; ms_to_samples(2000)];
+        assert!(
+            p.due(Some((0, 0, &more)), String::new, "en").is_none(),
+            "one in flight"
+        );
+        assert!(p.due(None, String::new, "en").is_none());
+    }
+
+    #[test]
+    fn sends_changed_text_for_the_open_utterance_only() {
+        let mut p = Partials::default();
+        let a = vec![0.1; ms_to_samples(1000)];
+        match answered(&mut p, &a, "hello", Some(0)) {
+            Answer::Send(
+                ServerMessage::Partial {
+                    text,
+                    start_ms,
+                    end_ms,
+                    ..
+                },
+                _,
+            ) => {
+                assert_eq!((text.as_str(), start_ms, end_ms), ("hello", 100, 1100));
+            }
+            _ => panic!("expected a partial"),
+        }
+        let b = vec![0.1; ms_to_samples(1500)];
+        assert!(
+            matches!(answered(&mut p, &b, "hello", Some(0)), Answer::Nothing),
+            "unchanged"
+        );
+        let c = vec![0.1; ms_to_samples(2000)];
+        assert!(
+            matches!(
+                answered(&mut p, &c, "hello world", Some(1)),
+                Answer::Nothing
+            ),
+            "stale"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+// Caption view: follows one session's caption feed (Server-Sent Events from
+// /captions/{session}/events) and shows its last lines in large type. EventSource reconnects by
+// itself after a network drop; the feed ends with `done` when the session ends.
+
+const params = new URLSearchParams(location.search);
+const session = params.get("session") || "";
+const box = document.getElementById("captions");
+const status = document.getElementById("status");
+
+/** Finals kept for display; the CSS shows only the last `lines` lines of them. */
+const KEPT_FINALS = 6;
+/** A 404 may be a reconnect racing the server's restart: retry a few times before giving up. */
+const NOT_FOUND_RETRIES = 3;
+const NOT_FOUND_RETRY_MS = 3000;
+
+const finals = [];
+let partial = "";
+let notFound = 0;
+
+function clampInt(value, min, max, fallback) {
+  const n = Number.parseInt(value, 10);
+  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+}
+
+function configure() {
+  const bg = params.get("bg");
+  if (["green", "black", "white"].includes(bg)) document.body.dataset.bg = bg;
+  document.body.dataset.status = params.get("status") === "0" ? "0" : "1";
+  const root = document.documentElement.style;
+  root.setProperty("--lines", String(clampInt(params.get("lines"), 1, 4, 2)));
+  root.setProperty("--size", `${clampInt(params.get("size"), 12, 200, 48)}px`);
+}
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  status.textContent = text;
+}
+
+function render() {
+  const lines = finals.map((text) => {
+    const p = document.createElement("p");
+    p.className = "final";
+    p.textContent = text;
+    return p;
+  });
+  if (partial) {
+    const p = document.createElement("p");
+    p.className = "partial";
+    p.textContent = partial;
+    lines.push(p);
+  }
+  box.replaceChildren(...lines);
+}
+
+function onCaption(msg) {
+  if (msg.type === "partial") {
+    partial = msg.text;
+  } else if (msg.type === "final") {
+    partial = "";
+    const text = msg.text.trim();
+    if (text) finals.push(text);
+    finals.splice(0, Math.max(0, finals.length - KEPT_FINALS));
+  }
+  render();
+}
+
+function follow() {
+  const url = new URL(`captions/${encodeURIComponent(session)}/events`, location.href);
+  const source = new EventSource(url);
+  source.onopen = () => {
+    notFound = 0;
+    setState("live", "");
+  };
+  source.onmessage = (event) => {
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (msg.type === "done") {
+      source.close();
+      partial = "";
+      render();
+      setState("ended", "Session ended");
+      return;
+    }
+    onCaption(msg);
+  };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CONNECTING) {
+      // The browser retries by itself (the server asks for a 2 s delay).
+      setState("reconnecting", "Reconnecting…");
+      return;
+    }
+    // CLOSED: the server answered with an error status, most likely 404 for an unknown session.
+    source.close();
+    if (document.body.dataset.state === "live" || ++notFound > NOT_FOUND_RETRIES) {
+      setState("ended", finals.length ? "Session ended" : "No live session with this id");
+      return;
+    }
+    setState("reconnecting", "Waiting for the session…");
+    setTimeout(follow, NOT_FOUND_RETRY_MS);
+  };
+}
+
+configure();
+if (!session) {
+  setState("ended", "Add ?session=ID to the address: the id is shown on the demo page.");
+} else {
+  setState("connecting", "Connecting…");
+  follow();
+}

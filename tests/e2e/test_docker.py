@@ -84,7 +84,7 @@ def test_sigterm_sends_the_open_utterance_final_then_closes_with_1012(image):
         client = threading.Thread(
             target=lambda: result.update(s=stream_speech(app.base.replace("http", "ws") + "/ws", realtime=True)))
         client.start()
-        time.sleep(4.0)  # utterance 0 ("...ask not what your country can do for you") is open
+        time.sleep(4.0)  # utterance 0 ("and so my fellow americans ask not ...") is open
         stopped = time.monotonic()
         sh("docker", "stop", "-t", "30", app.name)
         stop_s = time.monotonic() - stopped
@@ -95,7 +95,8 @@ def test_sigterm_sends_the_open_utterance_final_then_closes_with_1012(image):
         assert session.of_type("partial"), "no partial before the stop"
         assert session.finals, "the open utterance's final was lost"
         assert not session.missing_finals()
-        assert "country" in words(session.finals[0]["text"])
+        # The utterance cut short by the stop is finalised with what was heard so far.
+        assert words(session.finals[0]["text"]).startswith("and so my fellow americans")
         assert stop_s < 25, f"drain took {stop_s:.1f}s: the server did not act on SIGTERM"
         assert sh("docker", "inspect", "-f", "{{.State.ExitCode}}", app.name).stdout.strip() == "0"
 

@@ -342,7 +342,7 @@ ensure_images() {
             || { log "hint: where no registry is reachable, run scripts/docker-base-images.sh once"; return 1; }
         # Tag the (cached) builder stage too, so that no image prune drops the compiled
         # dependencies the next build starts from.
-        docker build -q --target builder -t "$APP_IMAGE_NAME-builder:cache" . >/dev/null || true
+        docker build -q --target builder -t whisper-api-builder:cache . >/dev/null || true
         log "built $APP_IMAGE in $((SECONDS - started))s"
     fi
     if ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then

@@ -532,7 +532,8 @@ async fn the_circuit_opens_after_consecutive_failures_and_recovers_after_the_coo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_answers_still_give_ordered_finals_and_timely_partials() {
     let fake = FakeOpenAi::start().await;
-    let (first_delay, second_delay) = (Duration::from_millis(10_000), Duration::from_millis(100));
+    // Long enough for the second utterance's partials even on a saturated engine.
+    let (first_delay, second_delay) = (SLOW_ANSWER, Duration::from_millis(100));
     fake.script([
         Reply::text("first answer").after(first_delay),
         Reply::text("second answer").after(second_delay),

@@ -16,3 +16,5 @@ echo "== cargo test"
 cargo test --release --workspace
 echo "== browser tests (headless Chromium)"
 scripts/test-browser.sh
+echo "== containers and deploy (real Docker engine, real sshd)"
+scripts/test-deploy.sh

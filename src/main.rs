@@ -1,5 +1,7 @@
 //! `whisper-api`: parse the configuration, set up logging, bind, run until SIGTERM/ctrl-c.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use whisper_api::Config;
@@ -12,7 +14,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env_and_args();
     let filter =
         EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour codes only on a terminal: `docker logs | grep` should see plain text.
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     tracing::info!(config = ?config, "starting whisper-api {}", env!("CARGO_PKG_VERSION"));
 
     let addr = format!("{}:{}", config.host, config.port);

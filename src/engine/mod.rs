@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 pub use queue::JobQueue;
 pub use whisper::{LocalEngine, ModelError, ModelInfo};
@@ -34,6 +35,10 @@ pub struct Job {
     pub language: String,
     pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
     pub enqueued: Instant,
+    /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
+    /// skips the job instead of spending seconds on it. (whisper-rs 0.16's abort callback
+    /// deadlocked the encoder in a trial, so a job already running completes.)
+    pub cancel: CancellationToken,
 }
 
 /// The local model's answer.
@@ -74,6 +79,7 @@ impl Job {
                 language,
                 reply,
                 enqueued: Instant::now(),
+                cancel: CancellationToken::new(),
             },
             rx,
         )

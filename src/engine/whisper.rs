@@ -24,8 +24,11 @@ const AUDIO_CTX_PER_SECOND: usize = 50;
 const AUDIO_CTX_MARGIN: usize = 64;
 /// whisper.cpp pads input shorter than this, and mis-decodes much shorter audio.
 const MIN_AUDIO_SAMPLES: usize = PIPELINE_RATE as usize + PIPELINE_RATE as usize / 10;
-/// Upper bound on partial length in tokens: a partial covers at most a few seconds of speech.
-const PARTIAL_MAX_TOKENS: i32 = 96;
+/// Upper bound on partial length in tokens.
+const PARTIAL_MAX_TOKENS: usize = 96;
+/// Fast speech is about 4 words, 5 tokens, per second; the margin covers punctuation.
+const PARTIAL_TOKENS_PER_SECOND: usize = 6;
+const PARTIAL_TOKENS_MARGIN: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -162,7 +165,7 @@ impl Worker {
     fn run(mut self) {
         while let Some(job) = self.queue.take() {
             self.metrics.set_engine_queue_depth(self.queue.depth());
-            if job.reply.is_closed() {
+            if job.reply.is_closed() || job.cancel.is_cancelled() {
                 continue; // The session is gone or has moved on: don't spend CPU on it.
             }
             let started = Instant::now();
@@ -217,7 +220,12 @@ impl Worker {
             params.set_single_segment(true);
             params.set_no_timestamps(true);
             params.set_temperature_inc(0.0);
-            params.set_max_tokens(PARTIAL_MAX_TOKENS);
+            // Bounded by the audio's length: on very short audio tiny models can loop
+            // ("Produce, produce, …") and hold a worker for seconds.
+            let seconds = audio.len() / PIPELINE_RATE as usize;
+            let tokens = (seconds * PARTIAL_TOKENS_PER_SECOND + PARTIAL_TOKENS_MARGIN)
+                .min(PARTIAL_MAX_TOKENS);
+            params.set_max_tokens(tokens as i32);
         }
         self.state
             .full(params, audio)

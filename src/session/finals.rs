@@ -160,6 +160,8 @@ async fn local_transcript(queue: &JobQueue, req: &FinalRequest) -> Result<Transc
         req.prompt.clone(),
         req.language.clone(),
     );
+    // Dropping this future (OpenAI answered first) cancels the job, freeing its worker.
+    let _cancel_when_unneeded = job.cancel.clone().drop_guard();
     queue.submit(job).await?;
     rx.await.unwrap_or(Err(EngineError::Closed))
 }

@@ -349,7 +349,10 @@ def test_badges_show_openai_and_local_fallback_with_its_reason(tmp_path):
     """PRIMARY_SERVICE=openai against a fake OpenAI that answers the first final and refuses
     the rest: one OpenAI badge with OpenAI's text, local fallback badges with the reason."""
     source = speech_dir() / CLIP
-    clip = padded_clip([source], tmp_path / "clip.wav", 0, TRAILING_SILENCE_S)
+    # The clip twice with a clear pause: at least two utterances however the VAD splits the
+    # clip itself (on an idle machine it can stay one utterance).
+    gap_s = 1.5
+    clip = padded_clip([source, source], tmp_path / "clip.wav", gap_s, TRAILING_SILENCE_S)
     openai = FakeOpenAI(OPENAI_TEXT)
     server = ServerProcess.start(
         tmp_path,
@@ -362,7 +365,7 @@ def test_badges_show_openai_and_local_fallback_with_its_reason(tmp_path):
     driver = browser.driver
     try:
         started = open_and_start(driver, server.base_url)
-        wait_for_clip_end(driver, started, wav_duration_s(source))
+        wait_for_clip_end(driver, started, 2 * wav_duration_s(source) + gap_s)
         stop_and_wait_ended(driver)
         finals = js_finals(driver)
         fallback = driver.find_elements(By.CSS_SELECTOR, "#transcript .badge-fallback")

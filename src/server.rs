@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::whisper::check_model_file;
-use crate::engine::{FinalPass, LocalEngine};
+use crate::engine::{EngineOptions, FinalPass, LocalEngine};
 use crate::http::{self, AppState};
 
 /// Time allowed after the grace period for sessions to write their close frames.
@@ -79,14 +79,14 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(
-        &config.whisper_model,
+    let options = EngineOptions {
         workers,
         threads,
-        config.engine_queue,
-        Arc::clone(&state.metrics),
-    )
-    .with_context(|| format!("loading {}", config.whisper_model.display()))?;
+        queue_capacity: config.engine_queue,
+        final_window: config.final_window,
+    };
+    let engine = LocalEngine::load(&config.whisper_model, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "the model is English-only; LANGUAGE is ignored");
     }
@@ -94,6 +94,7 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         model = %config.whisper_model.display(),
         workers,
         threads,
+        final_window = ?config.final_window,
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );

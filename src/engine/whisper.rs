@@ -209,16 +209,13 @@ impl Worker {
     }
 
     /// The job's text. Partials and (with `FINAL_WINDOW=sized`) finals run an encoder sized
-    /// to the audio, about 3-5x cheaper than the full window; their repetition loops are cut
-    /// off (partials) or sent to the full window (finals).
+    /// to the audio, about 3-5x cheaper than the full window; a sized final that loops is
+    /// decoded again over the full window.
     fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
         let secs = job.audio.len() as f64 / PIPELINE_RATE as f64;
         match (job.kind, self.final_window) {
-            (JobKind::Partial, _) => {
-                let mut t = self.decode(job, Window::Sized)?;
-                t.text = repetition::trim(&t.text, secs);
-                Ok(t)
-            }
+            // The session cuts a partial's loops before showing it.
+            (JobKind::Partial, _) => self.decode(job, Window::Sized),
             (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full),
             (JobKind::Final, FinalWindow::Sized) => {
                 let sized = self.decode(job, Window::Sized)?;

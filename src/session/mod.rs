@@ -11,10 +11,11 @@ pub mod outbox;
 pub mod params;
 pub mod partials;
 pub mod pipeline;
+pub mod stable;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use outbox::Outbox;
 pub use params::{RawQuery, StreamParams};
 use partials::{Answer, Partials, Ticket};
 use pipeline::AudioPipeline;
+use stable::Agreement;
 
 /// How long a closing session waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -110,6 +112,8 @@ struct Session {
     previews: mpsc::Sender<Preview>,
     /// The last utterance whose final was sent; later previews of it are stale.
     last_final: Option<u64>,
+    /// Committed partial text of ended utterances whose finals are not out yet.
+    closing: BTreeMap<u64, Agreement>,
     partials: Partials,
     recent_finals: VecDeque<String>,
     audio_received: bool,
@@ -301,6 +305,7 @@ impl Session {
             finals: FuturesOrdered::new(),
             previews,
             last_final: None,
+            closing: BTreeMap::new(),
             partials: Partials::default(),
             recent_finals: VecDeque::new(),
             audio_received: false,
@@ -427,6 +432,8 @@ impl Session {
                         "utterance ended"
                     );
                     self.deps.metrics.utterance_finished();
+                    self.closing
+                        .insert(utterance, self.partials.utterance_ended());
                     let request = FinalRequest {
                         utterance,
                         start_ms: samples_to_ms(start_sample),
@@ -453,9 +460,18 @@ impl Session {
         if self.last_final.is_some_and(|n| n >= preview.utterance) {
             return;
         }
+        let shown = self
+            .closing
+            .get(&preview.utterance)
+            .map(|a| a.with_text(&preview.text))
+            .unwrap_or(stable::Shown {
+                stable: String::new(),
+                text: preview.text,
+            });
         let message = ServerMessage::Partial {
             utterance: preview.utterance,
-            text: preview.text,
+            text: shown.text,
+            stable: shown.stable,
             start_ms: preview.start_ms,
             end_ms: preview.end_ms,
         };
@@ -464,6 +480,7 @@ impl Session {
 
     async fn send_final(&mut self, result: FinalResult) {
         self.last_final = Some(result.utterance);
+        self.closing.retain(|&n, _| n > result.utterance);
         let message = result.to_message();
         if !result.text.is_empty() {
             self.recent_finals.push_back(result.text.clone());

@@ -43,12 +43,7 @@ async fn main() {
     let secs = audio.len() as f64 / 16_000.0;
     let model = std::env::var("WHISPER_MODEL").unwrap_or_else(|_| "models/ggml-tiny.en.bin".into());
     for n in threads {
-        let options = EngineOptions {
-            workers: 1,
-            threads: n,
-            queue_capacity: 4,
-            final_window: FinalWindow::Full,
-        };
+        let options = EngineOptions::new(1, n, 4, FinalWindow::Full);
         let engine = LocalEngine::load(model.as_ref(), options, Arc::new(Metrics::new())).unwrap();
         for kind in [JobKind::Final, JobKind::Partial] {
             for _ in 0..3 {

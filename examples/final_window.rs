@@ -4,7 +4,8 @@
 //! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
 //! ```
 //! Each clip is cut into utterances by the server's own VAD and segmenter; every utterance is
-//! transcribed as a final with the full 30 s window and with the sized window (loop guard on),
+//! transcribed as a final with the full 30 s window, with the sized window (a loop goes to the
+//! full window, as the server does) and with the sized window whose loops are only cut off,
 //! each with the previous finals as the prompt, as a session does. For short clips the whole
 //! clip with the full window is scored too (the offline whisper.cpp reference). Prints word
 //! error rate and inference time per mode, and how often the guard sent a final to the full
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use whisper_api::config::FinalWindow;
-use whisper_api::engine::{Engine, EngineOptions, JobKind, LocalEngine, TranscribeRequest};
+use whisper_api::engine::{Engine, EngineOptions, JobKind, LocalEngine, OnLoop, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 use whisper_api::vad::{SegmentEvent, Segmenter, SegmenterConfig, WebRtcVad};
 
@@ -101,6 +102,7 @@ async fn main() {
     let mut set = "short".to_string();
     let mut limit = usize::MAX;
     let mut silence_ms = 500;
+    let mut margin = 64;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("flag value");
@@ -108,20 +110,20 @@ async fn main() {
             "--set" => set = value,
             "--limit" => limit = value.parse().unwrap(),
             "--silence-ms" => silence_ms = value.parse().unwrap(),
+            "--margin" => margin = value.parse().unwrap(),
             other => panic!("unknown flag {other}"),
         }
     }
-    let load = |final_window| {
-        let options = EngineOptions {
-            workers: 1,
-            threads: 1,
-            queue_capacity: 4,
-            final_window,
-        };
+    let load = |final_window, on_loop| {
+        let mut options = EngineOptions::new(1, 1, 4, final_window);
+        options.on_loop = on_loop;
+        options.ctx_margin = margin;
         LocalEngine::load(&model_path(), options, Arc::new(Metrics::new())).unwrap()
     };
-    let (full, sized) = (load(FinalWindow::Full), load(FinalWindow::Sized));
-    let (full_h, sized_h) = (full.handle(), sized.handle());
+    let full = load(FinalWindow::Full, OnLoop::FullWindow);
+    let sized = load(FinalWindow::Sized, OnLoop::FullWindow);
+    let trimmed = load(FinalWindow::Sized, OnLoop::Trim);
+    let (full_h, sized_h, trim_h) = (full.handle(), sized.handle(), trimmed.handle());
     let dir = speech_dir().join(&set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -130,8 +132,8 @@ async fn main() {
         .collect();
     clips.sort();
     clips.truncate(limit);
-    let (mut whole, mut seg_full, mut seg_sized) =
-        (Score::default(), Score::default(), Score::default());
+    let (mut whole, mut seg_full) = (Score::default(), Score::default());
+    let (mut seg_sized, mut seg_trim) = (Score::default(), Score::default());
     let started = Instant::now();
     for clip in &clips {
         let samples = load_speech(clip);
@@ -140,15 +142,19 @@ async fn main() {
             let text = final_text(&full_h, samples.clone(), String::new(), &mut whole).await;
             whole.add(&text, &reference);
         }
-        let (mut text_full, mut text_sized) = (String::new(), String::new());
+        let (mut text_full, mut text_sized, mut text_trim) =
+            (String::new(), String::new(), String::new());
         for audio in utterances(&samples, silence_ms) {
             let f = final_text(&full_h, audio.clone(), tail(&text_full), &mut seg_full).await;
-            let s = final_text(&sized_h, audio, tail(&text_sized), &mut seg_sized).await;
+            let s = final_text(&sized_h, audio.clone(), tail(&text_sized), &mut seg_sized).await;
+            let t = final_text(&trim_h, audio, tail(&text_trim), &mut seg_trim).await;
             text_full = format!("{text_full} {f}");
             text_sized = format!("{text_sized} {s}");
+            text_trim = format!("{text_trim} {t}");
         }
         seg_full.add(&text_full, &reference);
         seg_sized.add(&text_sized, &reference);
+        seg_trim.add(&text_trim, &reference);
         let (ef, _) = word_errors(&text_full, &reference);
         let (es, w) = word_errors(&text_sized, &reference);
         if ef != es {
@@ -168,6 +174,7 @@ async fn main() {
     }
     seg_full.print("utterances, full");
     seg_sized.print("utterances, sized");
+    seg_trim.print("utterances, sized+trim");
     println!(
         "load: {}",
         std::fs::read_to_string("/proc/loadavg")

@@ -79,12 +79,7 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let options = EngineOptions {
-        workers,
-        threads,
-        queue_capacity: config.engine_queue,
-        final_window: config.final_window,
-    };
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
     let engine = LocalEngine::load(&config.whisper_model, options, Arc::clone(&state.metrics))
         .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use final_pass::{FinalPass, FinalRequest, FinalResult, Preview};
 pub use queue::JobQueue;
-pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo};
+pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop};
 
 /// What a job is for: finals use the full decoder, partials trade accuracy for speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

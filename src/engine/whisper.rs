@@ -86,6 +86,37 @@ pub struct EngineOptions {
     pub threads: usize,
     pub queue_capacity: usize,
     pub final_window: FinalWindow,
+    /// What a sized final that loops gets (measurement knob; the server retries).
+    pub on_loop: OnLoop,
+    /// Encoder frames beyond the audio for sized windows (50 per second).
+    pub ctx_margin: usize,
+}
+
+/// What becomes of a sized final whose text loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLoop {
+    /// Decode it again over the full window (its loop cut off if it loops there too).
+    FullWindow,
+    /// Keep the sized text with the loop cut off.
+    Trim,
+}
+
+impl EngineOptions {
+    pub fn new(
+        workers: usize,
+        threads: usize,
+        queue_capacity: usize,
+        final_window: FinalWindow,
+    ) -> Self {
+        Self {
+            workers,
+            threads,
+            queue_capacity,
+            final_window,
+            on_loop: OnLoop::FullWindow,
+            ctx_margin: AUDIO_CTX_MARGIN,
+        }
+    }
 }
 
 /// The worker pool. Dropping it closes the queue and joins the workers.
@@ -106,7 +137,7 @@ impl LocalEngine {
             workers,
             threads,
             queue_capacity,
-            final_window,
+            ..
         } = options;
         check_model_file(path)?;
         whisper_rs::install_logging_hooks();
@@ -133,7 +164,7 @@ impl LocalEngine {
             let worker = Worker {
                 state,
                 threads,
-                final_window,
+                options,
                 queue: queue.clone(),
                 metrics: metrics.clone(),
             };
@@ -180,7 +211,7 @@ impl Drop for LocalEngine {
 struct Worker {
     state: WhisperState,
     threads: usize,
-    final_window: FinalWindow,
+    options: EngineOptions,
     queue: Arc<JobQueue>,
     metrics: Arc<Metrics>,
 }
@@ -213,7 +244,7 @@ impl Worker {
     /// decoded again over the full window.
     fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
         let secs = job.audio.len() as f64 / PIPELINE_RATE as f64;
-        match (job.kind, self.final_window) {
+        match (job.kind, self.options.final_window) {
             // The session cuts a partial's loops before showing it.
             (JobKind::Partial, _) => self.decode(job, Window::Sized),
             (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full),
@@ -222,7 +253,15 @@ impl Worker {
                 let Some(kind) = repetition::detect(&sized.text, secs) else {
                     return Ok(sized);
                 };
-                tracing::debug!(?kind, text = %sized.text, "sized final looped: full window");
+                tracing::debug!(?kind, text = %sized.text, "sized final looped");
+                if self.options.on_loop == OnLoop::Trim {
+                    let text = repetition::trim(&sized.text, secs);
+                    return Ok(Transcript {
+                        text,
+                        full_window_retry: false,
+                        ..sized
+                    });
+                }
                 let mut full = self.decode(job, Window::Full)?;
                 full.text = repetition::trim(&full.text, secs);
                 full.full_window_retry = true;
@@ -262,8 +301,8 @@ impl Worker {
         };
         if window == Window::Sized {
             // Encoder sized to the audio, one segment, no timestamps.
-            let ctx =
-                audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
+            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize
+                + self.options.ctx_margin;
             params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,6 +43,9 @@ use partials::{Answer, Partials, Ticket};
 use pipeline::AudioPipeline;
 use stable::Agreement;
 
+/// Audio frames already received that a draining session still takes (a second of 20 ms
+/// frames is 50; a burst sent at once may be a few large ones).
+const DRAIN_FRAMES: usize = 256;
 /// How long a closing session waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Characters of earlier finals passed to whisper as the prompt.
@@ -200,7 +203,9 @@ where
             Some(result) = session.finals.next() => session.send_final(result).await,
             done = session.partials.next() => session.on_partial(done).await,
             _ = shutdown.cancelled(), if ending.is_none() => {
-                // Finish open utterances; their finals go out before the 1012 close.
+                // Audio that has already arrived is still transcribed; then open utterances
+                // are finished and their finals go out before the 1012 close.
+                session.take_arrived_audio(&mut stream);
                 session.finish_stream();
                 ending = Some(Ending::Shutdown);
                 grace_deadline = Some(tokio::time::Instant::now() + config.shutdown_grace());
@@ -395,6 +400,22 @@ impl Session {
             }
             Message::Close(_) => Ok(Input::Closed),
             Message::Ping(_) | Message::Pong(_) => Ok(Input::None),
+        }
+    }
+
+    /// Feeds the audio frames that are already waiting on the socket (at most
+    /// [`DRAIN_FRAMES`]), without waiting for more.
+    fn take_arrived_audio<St, E>(&mut self, stream: &mut St)
+    where
+        St: Stream<Item = Result<Message, E>> + Unpin,
+    {
+        for _ in 0..DRAIN_FRAMES {
+            let Some(Some(Ok(msg @ Message::Binary(_)))) = stream.next().now_or_never() else {
+                return;
+            };
+            if self.on_message(msg, false).is_err() {
+                return;
+            }
         }
     }
 

@@ -22,5 +22,3 @@ scripts/test-browser.sh
 echo "== containers and deploy: lints, the production image on the real Docker engine, and a"
 echo "   zero-downtime deploy over a real sshd with rollback"
 scripts/test-deploy.sh all
-echo "== two replicas behind nginx: live streams, one drained, clients move to the other"
-scripts/test-scale.sh replicas

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use whisper_api::audio::wav;
-use whisper_api::engine::{Job, JobKind, LocalEngine};
+use whisper_api::engine::{JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 
 fn cpu_seconds() -> f64 {
@@ -45,10 +45,14 @@ async fn main() {
         let engine = LocalEngine::load(model.as_ref(), 1, n, 4, Arc::new(Metrics::new())).unwrap();
         for kind in [JobKind::Final, JobKind::Partial] {
             for _ in 0..3 {
-                let (job, rx) = Job::new(kind, audio.clone(), String::new(), "en".into());
+                let request = TranscribeRequest {
+                    kind,
+                    audio: audio.clone(),
+                    prompt: String::new(),
+                    language: "en".into(),
+                };
                 let (t0, c0) = (Instant::now(), cpu_seconds());
-                engine.queue().submit(job).await.unwrap();
-                let text = rx.await.unwrap().unwrap().text;
+                let text = engine.handle().transcribe(request).await.unwrap().text;
                 let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
                 println!(
                     "threads={n} {kind:?}: wall {wall:.2}s cpu {cpu:.2}s rtf {:.3} {:?}",

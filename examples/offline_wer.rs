@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use whisper_api::engine::{Job, JobKind, LocalEngine};
+use whisper_api::engine::{JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 
 /// 16 kHz pipeline audio.
@@ -128,10 +128,14 @@ async fn main() {
     for clip in &clips {
         let audio = Arc::new(load_speech(clip));
         let secs = audio.len() as f64 / SAMPLE_RATE;
-        let (job, rx) = Job::new(args.kind, audio, String::new(), args.language.clone());
+        let request = TranscribeRequest {
+            kind: args.kind,
+            audio,
+            prompt: String::new(),
+            language: args.language.clone(),
+        };
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        engine.queue().submit(job).await.unwrap();
-        let text = rx.await.unwrap().unwrap().text;
+        let text = engine.handle().transcribe(request).await.unwrap().text;
         let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         let (e, w) = word_errors(&text, &reference_text(clip));
         edits += e;

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::whisper::check_model_file;
-use crate::engine::LocalEngine;
+use crate::engine::{FinalPass, LocalEngine};
 use crate::http::{self, AppState};
 
 /// Time allowed after the grace period for sessions to write their close frames.
@@ -97,6 +97,13 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
+    // Built once: every session shares the engine handle, the OpenAI client and the policy.
+    let final_pass = FinalPass::new(
+        engine.handle(),
+        state.openai.clone(),
+        config.fallback_to_local,
+    );
+    let _ = state.final_pass.set(final_pass);
     let _ = state.engine.set(engine);
     Ok(())
 }

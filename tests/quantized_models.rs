@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use ct2_to_ggml::WeightType;
-use whisper_api::engine::{Job, JobKind, LocalEngine};
+use whisper_api::engine::{JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 use whisper_rs_sys as ggml;
 
@@ -112,9 +112,13 @@ fn transcribe(model: &Path, audio: &Arc<Vec<f32>>) -> String {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (job, rx) = Job::new(JobKind::Final, audio.clone(), String::new(), "en".into());
-        engine.queue().submit(job).await.unwrap();
-        rx.await.unwrap().unwrap().text
+        let request = TranscribeRequest {
+            kind: JobKind::Final,
+            audio: audio.clone(),
+            prompt: String::new(),
+            language: "en".into(),
+        };
+        engine.handle().transcribe(request).await.unwrap().text
     })
 }
 

@@ -1,10 +1,13 @@
-//! Transcription engines: the local whisper.cpp worker pool and (with OpenAI) the final pass.
+//! Transcription engines: the local whisper.cpp worker pool and the final-pass policy.
 //!
-//! Inference never runs on a tokio thread. Sessions submit [`Job`]s to a bounded
-//! [`queue::JobQueue`] where finals go before partials; owned worker threads, each with its
-//! own whisper state, take jobs and answer on a oneshot channel.
+//! Sessions see one handle, [`Engine`]: `engine.transcribe(request).await`. Behind it the
+//! local backend queues a [`Job`] on a bounded [`queue::JobQueue`] (finals before partials),
+//! owned worker threads with their own whisper state answer on a oneshot channel, and
+//! dropping the future cancels the job. Tests put a scripted [`Transcribe`] behind the same
+//! handle. [`final_pass::FinalPass`] decides where each utterance's final comes from.
 
 pub mod filter;
+pub mod final_pass;
 pub mod openai;
 pub mod queue;
 pub mod whisper;
@@ -12,9 +15,11 @@ pub mod whisper;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+pub use final_pass::{FinalPass, FinalRequest, FinalResult, Preview};
 pub use queue::JobQueue;
 pub use whisper::{LocalEngine, ModelError, ModelInfo};
 
@@ -25,20 +30,15 @@ pub enum JobKind {
     Final,
 }
 
-/// One transcription request.
-pub struct Job {
+/// What a session asks the engine for.
+#[derive(Clone, Debug)]
+pub struct TranscribeRequest {
     pub kind: JobKind,
     /// 16 kHz mono samples.
     pub audio: Arc<Vec<f32>>,
     /// Text that came before (the session's previous finals), for continuity.
     pub prompt: String,
     pub language: String,
-    pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
-    pub enqueued: Instant,
-    /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
-    /// skips the job instead of spending seconds on it. (whisper-rs 0.16's abort callback
-    /// deadlocked the encoder in a trial, so a job already running completes.)
-    pub cancel: CancellationToken,
 }
 
 /// The local model's answer.
@@ -62,26 +62,85 @@ pub enum EngineError {
     Inference(String),
 }
 
+/// Something that turns audio into text: the local worker pool, or a script in tests.
+pub trait Transcribe: Send + Sync + 'static {
+    /// Answers `request`; dropping the future means nobody needs the answer any more.
+    fn transcribe(
+        &self,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'static, Result<Transcript, EngineError>>;
+}
+
+/// The handle sessions hold. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    backend: Arc<dyn Transcribe>,
+}
+
+impl Engine {
+    pub fn new(backend: Arc<dyn Transcribe>) -> Self {
+        Self { backend }
+    }
+
+    /// Transcribes `request`. A partial is refused at once ([`EngineError::Shed`]) when the
+    /// engine is full; a final waits for room. Dropping the future cancels the job.
+    pub async fn transcribe(&self, request: TranscribeRequest) -> Result<Transcript, EngineError> {
+        self.backend.transcribe(request).await
+    }
+}
+
+/// One queued request, as the worker threads see it.
+pub struct Job {
+    pub kind: JobKind,
+    pub audio: Arc<Vec<f32>>,
+    pub prompt: String,
+    pub language: String,
+    pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
+    pub enqueued: Instant,
+    /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
+    /// skips the job instead of spending seconds on it. (whisper-rs 0.16's abort callback
+    /// deadlocked the encoder in a trial, so a job already running completes.)
+    pub cancel: CancellationToken,
+    /// The requesting session's span, entered by the worker so its logs say whose job it is.
+    pub span: tracing::Span,
+}
+
 impl Job {
     /// A job and the receiver its answer arrives on.
     pub fn new(
-        kind: JobKind,
-        audio: Arc<Vec<f32>>,
-        prompt: String,
-        language: String,
+        request: TranscribeRequest,
     ) -> (Self, oneshot::Receiver<Result<Transcript, EngineError>>) {
         let (reply, rx) = oneshot::channel();
         (
             Self {
-                kind,
-                audio,
-                prompt,
-                language,
+                kind: request.kind,
+                audio: request.audio,
+                prompt: request.prompt,
+                language: request.language,
                 reply,
                 enqueued: Instant::now(),
                 cancel: CancellationToken::new(),
+                span: tracing::Span::current(),
             },
             rx,
         )
+    }
+}
+
+/// The local backend: jobs on the bounded queue, answered by the worker threads.
+impl Transcribe for Arc<JobQueue> {
+    fn transcribe(
+        &self,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'static, Result<Transcript, EngineError>> {
+        let queue = self.clone();
+        Box::pin(async move {
+            let (job, rx) = Job::new(request);
+            // Dropping this future (the answer is no longer needed) cancels the job, so a
+            // worker that has not started it skips it.
+            let _cancel_when_dropped = job.cancel.clone().drop_guard();
+            queue.submit(job).await?;
+            rx.await.unwrap_or(Err(EngineError::Closed))
+        })
     }
 }

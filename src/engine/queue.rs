@@ -132,7 +132,12 @@ mod tests {
         Job,
         tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>,
     ) {
-        Job::new(kind, Arc::new(vec![]), String::new(), "en".into())
+        Job::new(super::super::TranscribeRequest {
+            kind,
+            audio: Arc::new(vec![]),
+            prompt: String::new(),
+            language: "en".into(),
+        })
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use super::{filter, EngineError, Job, JobKind, JobQueue, Transcript};
+use super::{filter, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::audio::PIPELINE_RATE;
 use crate::metrics::Metrics;
 
@@ -136,6 +136,11 @@ impl LocalEngine {
         &self.queue
     }
 
+    /// The handle sessions transcribe through.
+    pub fn handle(&self) -> Engine {
+        Engine::new(Arc::new(self.queue.clone()))
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -168,6 +173,7 @@ impl Worker {
             if job.reply.is_closed() || job.cancel.is_cancelled() {
                 continue; // The session is gone or has moved on: don't spend CPU on it.
             }
+            let _span = job.span.clone().entered();
             let started = Instant::now();
             let result = self.transcribe(&job);
             let elapsed = started.elapsed();

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::captions::CaptionHub;
 use crate::config::Config;
 use crate::engine::openai::OpenAiClient;
-use crate::engine::LocalEngine;
+use crate::engine::{FinalPass, LocalEngine};
 use crate::metrics::Metrics;
 
 /// Shared state of every handler. Cheap to clone.
@@ -27,6 +27,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once the model has loaded; until then /health answers 503 and /ws refuses.
     pub engine: Arc<OnceLock<LocalEngine>>,
+    /// Set with the engine: where every session's finals come from.
+    pub final_pass: Arc<OnceLock<FinalPass>>,
     pub metrics: Arc<Metrics>,
     /// `None` with `PRIMARY_SERVICE=local`.
     pub openai: Option<OpenAiClient>,
@@ -47,6 +49,7 @@ impl AppState {
             openai: OpenAiClient::from_config(&config, metrics.clone()),
             config: Arc::new(config),
             engine: Arc::new(OnceLock::new()),
+            final_pass: Arc::new(OnceLock::new()),
             metrics,
             captions: Arc::new(CaptionHub::new()),
             shutdown: CancellationToken::new(),

@@ -10,7 +10,9 @@ use axum::response::Response;
 
 use super::AppState;
 use crate::protocol::{ProtocolError, ServerMessage};
-use crate::session::{self, finals::FinalPass, RawQuery, SessionDeps, StreamParams};
+use futures_util::StreamExt;
+
+use crate::session::{self, RawQuery, SessionDeps, StreamParams};
 
 /// tungstenite's own limit, above the configured one so that an oversized message still
 /// reaches the session and gets a proper `frame_too_large` error.
@@ -35,7 +37,7 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
     if state.shutdown.is_cancelled() {
         return refuse(socket, ProtocolError::ShuttingDown).await;
     }
-    let Some(engine) = state.engine.get() else {
+    let (Some(engine), Some(final_pass)) = (state.engine.get(), state.final_pass.get()) else {
         return refuse(socket, ProtocolError::NotReady).await;
     };
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
@@ -48,18 +50,16 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
     };
     let deps = SessionDeps {
         config: state.config.clone(),
-        final_pass: FinalPass {
-            queue: engine.queue().clone(),
-            openai: state.openai.clone(),
-            fallback_to_local: state.config.fallback_to_local,
-        },
+        engine: engine.handle(),
+        final_pass: final_pass.clone(),
         metrics: state.metrics.clone(),
         captions: state.captions.clone(),
         shutdown: state.shutdown.clone(),
     };
     // Tracked so shutdown waits for the session to send its finals and close.
     state.tracker.spawn(async move {
-        session::run(socket, params, deps).await;
+        let (sink, stream) = socket.split();
+        session::run(sink, stream, params, deps).await;
         drop(permit);
     });
 }

@@ -4,13 +4,15 @@
 //! segmenter, schedules partials (at most one in flight, latest audio wins) and queues one
 //! final-pass future per utterance in a `FuturesOrdered`, which yields them in utterance
 //! order however the engine or OpenAI finish. Everything it sends goes through the
-//! [`outbox::Outbox`].
+//! [`outbox::Outbox`]. The loop is generic over the socket's two halves, so tests drive it
+//! with channels and a scripted engine under a paused clock (`tests.rs`).
 
-pub mod finals;
 pub mod outbox;
 pub mod params;
 pub mod partials;
 pub mod pipeline;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,39 +20,74 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use futures_util::stream::FuturesOrdered;
-use futures_util::StreamExt;
+use futures_util::{Sink, Stream, StreamExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::audio::samples_to_ms;
 use crate::captions::CaptionHub;
 use crate::config::Config;
-use crate::engine::{EngineError, Transcript};
+use crate::engine::Transcript;
+use crate::engine::{Engine, EngineError, FinalPass, FinalRequest, FinalResult, Preview};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientMessage, ProtocolError, ServerMessage};
 use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
 
-use finals::{FinalPass, FinalRequest, FinalResult};
 use outbox::Outbox;
 pub use params::{RawQuery, StreamParams};
-use partials::{Answer, InFlight, Partials};
+use partials::{Answer, Partials, Ticket};
 use pipeline::AudioPipeline;
 
 /// How long a closing session waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Characters of earlier finals passed to whisper as the prompt.
 const PROMPT_CHARS: usize = 200;
+/// Early local texts waiting to be sent; more only happen with many finals outstanding, and
+/// a dropped preview costs nothing (the final follows).
+const PREVIEW_CAPACITY: usize = 16;
 
 /// Everything a session needs from the server.
 #[derive(Clone)]
 pub struct SessionDeps {
     pub config: Arc<Config>,
+    /// Partials go straight to the engine; finals through the final pass.
+    pub engine: Engine,
     pub final_pass: FinalPass,
     pub metrics: Arc<Metrics>,
     pub captions: Arc<CaptionHub>,
     pub shutdown: CancellationToken,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every final was sent (after `eof`, the idle timeout or a shutdown drain).
+    Completed,
+    /// Shutdown's grace period ran out before every final was sent.
+    GraceExpired,
+    /// The connection broke or ended without a close frame.
+    ClientGone,
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The client broke the protocol; the code is the `error.code` it was sent.
+    ClientError(&'static str),
+    /// Refused before it started (bad parameters, or the pipeline could not be built).
+    Rejected(&'static str),
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::GraceExpired => "grace expired",
+            Outcome::ClientGone => "client gone",
+            Outcome::ClientClosed => "client closed",
+            Outcome::ClientError(code) | Outcome::Rejected(code) => code,
+        }
+    }
 }
 
 /// Why the reader loop stopped taking input.
@@ -70,47 +107,69 @@ struct Session {
     pipeline: AudioPipeline<WebRtcVad>,
     outbox: Outbox,
     finals: FuturesOrdered<FinalFuture>,
+    previews: mpsc::Sender<Preview>,
+    /// The last utterance whose final was sent; later previews of it are stale.
+    last_final: Option<u64>,
     partials: Partials,
     recent_finals: VecDeque<String>,
     audio_received: bool,
 }
 
-/// Runs a session to its end. `params` come from the query string.
-pub async fn run(socket: WebSocket, params: StreamParams, deps: SessionDeps) {
+/// Runs a session to its end over the socket's sending and receiving halves. `params` come
+/// from the query string.
+pub async fn run<Si, St, E>(
+    sink: Si,
+    stream: St,
+    params: StreamParams,
+    deps: SessionDeps,
+) -> Outcome
+where
+    Si: Sink<Message> + Unpin + Send + 'static,
+    Si::Error: std::fmt::Display,
+    St: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
     let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let span = tracing::info_span!("session", id = &id[..8]);
     async move {
         let started = Instant::now();
         deps.metrics.session_opened();
         deps.captions.open(&id);
-        let outcome = run_inner(socket, params, deps.clone(), id.clone()).await;
+        let outcome = run_inner(sink, stream, params, deps.clone(), id.clone()).await;
         deps.captions.close(&id);
         deps.metrics.session_closed();
         tracing::info!(
-            ended = outcome,
+            ended = outcome.as_str(),
             secs = started.elapsed().as_secs_f32(),
             "session ended"
         );
+        outcome
     }
     .instrument(span)
     .await
 }
 
-/// The session loop; returns how it ended, for the log.
-async fn run_inner(
-    socket: WebSocket,
+/// The session loop.
+async fn run_inner<Si, St, E>(
+    sink: Si,
+    mut stream: St,
     params: StreamParams,
     deps: SessionDeps,
     id: Arc<str>,
-) -> &'static str {
-    let (sink, mut stream) = socket.split();
+) -> Outcome
+where
+    Si: Sink<Message> + Unpin + Send + 'static,
+    Si::Error: std::fmt::Display,
+    St: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
     let (outbox, writer) = Outbox::spawn(sink, id.clone(), deps.captions.clone());
-    let mut session = match Session::new(id, params, deps, outbox.clone()) {
+    let (preview_tx, mut preview_rx) = mpsc::channel(PREVIEW_CAPACITY);
+    let mut session = match Session::new(id, params, deps, outbox.clone(), preview_tx) {
         Ok(s) => s,
         Err(e) => {
             fail(&outbox, &e).await;
+            drop(outbox);
             let _ = writer.await;
-            return "rejected";
+            return Outcome::Rejected(e.code());
         }
     };
     session.send_ready().await;
@@ -127,11 +186,13 @@ async fn run_inner(
 
     let outcome = loop {
         if ending.is_some() && session.finals.is_empty() {
-            break "completed";
+            break Outcome::Completed;
         }
-        // Biased: deliver results before reading more input, so finals are never starved.
+        // Biased: deliver results before reading more input, so finals are never starved;
+        // previews before finals, so an utterance's early local text precedes its final.
         tokio::select! {
             biased;
+            Some(preview) = preview_rx.recv() => session.send_preview(preview).await,
             Some(result) = session.finals.next() => session.send_final(result).await,
             done = session.partials.next() => session.on_partial(done).await,
             _ = shutdown.cancelled(), if ending.is_none() => {
@@ -140,18 +201,18 @@ async fn run_inner(
                 ending = Some(Ending::Shutdown);
                 grace_deadline = Some(tokio::time::Instant::now() + config.shutdown_grace());
             }
-            _ = sleep_until_opt(grace_deadline) => break "grace expired",
+            _ = sleep_until_opt(grace_deadline) => break Outcome::GraceExpired,
             msg = stream.next(), if ending != Some(Ending::Shutdown) => {
-                let Some(Ok(msg)) = msg else { break "client gone" };
+                let Some(Ok(msg)) = msg else { break Outcome::ClientGone };
                 match session.on_message(msg, ending.is_some()) {
                     Ok(Input::Audio) => idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout()),
                     Ok(Input::Eof) => ending = Some(Ending::Eof),
                     Ok(Input::Restarted) => session.send_ready().await,
                     Ok(Input::None) => {}
-                    Ok(Input::Closed) => break "client closed",
+                    Ok(Input::Closed) => break Outcome::ClientClosed,
                     Err(e) => {
                         fail(&outbox, &e).await;
-                        break e.code();
+                        break Outcome::ClientError(e.code());
                     }
                 }
             }
@@ -160,7 +221,7 @@ async fn run_inner(
                 session.finish_stream();
                 ending = Some(Ending::Idle);
             }
-            _ = tick.tick(), if ending.is_none() => session.maybe_request_partial().await,
+            _ = tick.tick(), if ending.is_none() => session.maybe_request_partial(),
         }
     };
     match ending {
@@ -169,7 +230,7 @@ async fn run_inner(
                 .close(close::SERVICE_RESTART, "server restarting")
                 .await
         }
-        Some(_) if outcome == "completed" => {
+        Some(_) if outcome == Outcome::Completed => {
             outbox.send(&ServerMessage::Done).await;
             outbox.close(close::NORMAL, "done").await;
         }
@@ -178,7 +239,7 @@ async fn run_inner(
     drop(session);
     drop(outbox);
     let _ = writer.await;
-    if outcome != "client gone" && outcome != "client closed" {
+    if !matches!(outcome, Outcome::ClientGone | Outcome::ClientClosed) {
         linger(&mut stream).await;
     }
     outcome
@@ -187,7 +248,10 @@ async fn run_inner(
 /// After our close frame, reads (and discards) what the client still sends until its close
 /// frame arrives. Dropping a socket with unread data makes the kernel send a reset, and the
 /// browser then reports 1006 instead of our close code.
-async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+async fn linger<St, E>(stream: &mut St)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
     let drain = async {
         while let Some(Ok(msg)) = stream.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -225,6 +289,7 @@ impl Session {
         params: StreamParams,
         deps: SessionDeps,
         outbox: Outbox,
+        previews: mpsc::Sender<Preview>,
     ) -> Result<Self, ProtocolError> {
         let pipeline = Self::pipeline(&params, &deps.config)?;
         Ok(Self {
@@ -234,6 +299,8 @@ impl Session {
             pipeline,
             outbox,
             finals: FuturesOrdered::new(),
+            previews,
+            last_final: None,
             partials: Partials::default(),
             recent_finals: VecDeque::new(),
             audio_received: false,
@@ -370,8 +437,8 @@ impl Session {
                         closed_at: Instant::now(),
                     };
                     let pass = self.deps.final_pass.clone();
-                    let outbox = self.outbox.clone();
-                    self.finals.push_back(Box::pin(pass.run(request, outbox)));
+                    let previews = self.previews.clone();
+                    self.finals.push_back(Box::pin(pass.run(request, previews)));
                 }
             }
         }
@@ -381,7 +448,22 @@ impl Session {
         prompt_from(&self.recent_finals)
     }
 
+    /// Sends an utterance's early local text as its last partial, unless its final is out.
+    async fn send_preview(&mut self, preview: Preview) {
+        if self.last_final.is_some_and(|n| n >= preview.utterance) {
+            return;
+        }
+        let message = ServerMessage::Partial {
+            utterance: preview.utterance,
+            text: preview.text,
+            start_ms: preview.start_ms,
+            end_ms: preview.end_ms,
+        };
+        self.outbox.send(&message).await;
+    }
+
     async fn send_final(&mut self, result: FinalResult) {
+        self.last_final = Some(result.utterance);
         let message = result.to_message();
         if !result.text.is_empty() {
             self.recent_finals.push_back(result.text.clone());
@@ -397,23 +479,23 @@ impl Session {
         self.outbox.send(&message).await;
     }
 
-    async fn maybe_request_partial(&mut self) {
+    fn maybe_request_partial(&mut self) {
         let language = self.params.language.clone();
         let recent = &self.recent_finals;
         let prompt = || prompt_from(recent);
-        let Some((job, in_flight)) = self
+        let Some((request, ticket)) = self
             .partials
             .due(self.pipeline.current(), prompt, &language)
         else {
             return;
         };
-        match self.deps.final_pass.queue.submit(job).await {
-            Ok(()) => self.partials.submitted(in_flight),
-            Err(_) => self.deps.metrics.partial_shed(),
-        }
+        let engine = self.deps.engine.clone();
+        // A full engine answers a partial with `Shed` at once (counted in `on_partial`).
+        let reply = Box::pin(async move { engine.transcribe(request).await });
+        self.partials.submitted(ticket, reply);
     }
 
-    async fn on_partial(&mut self, done: (InFlight, Result<Transcript, EngineError>)) {
+    async fn on_partial(&mut self, done: (Ticket, Result<Transcript, EngineError>)) {
         let open = self.pipeline.current().map(|(n, _, _)| n);
         match self.partials.answer(done, open) {
             Answer::Send(message, lag) => {

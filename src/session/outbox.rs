@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::SinkExt;
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -34,12 +33,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the writer task for `sink`.
-    pub fn spawn(
-        sink: SplitSink<WebSocket, Message>,
-        session: Arc<str>,
-        captions: Arc<CaptionHub>,
-    ) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task for `sink` (the WebSocket's sending half, or a test double).
+    pub fn spawn<S>(sink: S, session: Arc<str>, captions: Arc<CaptionHub>) -> (Self, JoinHandle<()>)
+    where
+        S: Sink<Message> + Unpin + Send + 'static,
+        S::Error: std::fmt::Display,
+    {
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer = tokio::spawn(write_loop(sink, rx));
         (
@@ -72,7 +71,11 @@ impl Outbox {
     }
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
+async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Outbound>)
+where
+    S: Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
     while let Some(out) = rx.recv().await {
         let (message, last) = match out {
             Outbound::Text(text) => (Message::Text(text.into()), false),

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use futures_util::future::BoxFuture;
 
 use crate::audio::{ms_to_samples, samples_to_ms};
-use crate::engine::{EngineError, Job, JobKind, Transcript};
+use crate::engine::{EngineError, JobKind, TranscribeRequest, Transcript};
 use crate::protocol::ServerMessage;
 
 /// A partial needs at least this much new audio since the last one.
@@ -19,15 +19,20 @@ const PARTIAL_MIN_NEW_MS: u64 = 250;
 /// Partials start once an utterance holds this much audio.
 const PARTIAL_MIN_AUDIO_MS: u64 = 400;
 
-type Reply = oneshot::Receiver<Result<Transcript, EngineError>>;
+/// The engine's answer to a partial request.
+pub type Reply = BoxFuture<'static, Result<Transcript, EngineError>>;
 
-/// A requested partial: what it covers and where its answer arrives.
-pub struct InFlight {
+/// What a requested partial covers.
+pub struct Ticket {
     utterance: u64,
     start_sample: u64,
     audio_len: usize,
     submitted: Instant,
-    rx: Reply,
+}
+
+struct InFlight {
+    ticket: Ticket,
+    reply: Reply,
 }
 
 /// What to do with a finished partial.
@@ -54,13 +59,14 @@ impl Partials {
         self.last_text.clear();
     }
 
-    /// The job to queue when a partial of the open utterance `(number, start, audio)` is due.
+    /// The request to make when a partial of the open utterance `(number, start, audio)` is
+    /// due.
     pub fn due(
         &mut self,
         open: Option<(u64, u64, &[f32])>,
         prompt: impl FnOnce() -> String,
         language: &str,
-    ) -> Option<(Job, InFlight)> {
+    ) -> Option<(TranscribeRequest, Ticket)> {
         if self.in_flight.is_some() {
             return None;
         }
@@ -71,34 +77,34 @@ impl Partials {
             return None;
         }
         self.requested_len = audio.len();
-        let (job, rx) = Job::new(
-            JobKind::Partial,
-            Arc::new(audio.to_vec()),
-            prompt(),
-            language.to_string(),
-        );
-        let in_flight = InFlight {
+        let request = TranscribeRequest {
+            kind: JobKind::Partial,
+            audio: Arc::new(audio.to_vec()),
+            prompt: prompt(),
+            language: language.to_string(),
+        };
+        let ticket = Ticket {
             utterance,
             start_sample,
             audio_len: audio.len(),
             submitted: Instant::now(),
-            rx,
         };
-        Some((job, in_flight))
+        Some((request, ticket))
     }
 
-    /// Records that the job of `due` was queued.
-    pub fn submitted(&mut self, in_flight: InFlight) {
-        self.in_flight = Some(in_flight);
+    /// Records that the request of `due` was made; `reply` is the engine's answer.
+    pub fn submitted(&mut self, ticket: Ticket, reply: Reply) {
+        self.in_flight = Some(InFlight { ticket, reply });
     }
 
     /// Waits for the in-flight partial (forever when there is none). Cancel-safe: the
     /// request stays in place until its answer has been taken.
-    pub async fn next(&mut self) -> (InFlight, Result<Transcript, EngineError>) {
+    pub async fn next(&mut self) -> (Ticket, Result<Transcript, EngineError>) {
         match self.in_flight.as_mut() {
             Some(p) => {
-                let result = (&mut p.rx).await.unwrap_or(Err(EngineError::Closed));
-                (self.in_flight.take().expect("checked above"), result)
+                let result = (&mut p.reply).await;
+                let ticket = self.in_flight.take().expect("checked above").ticket;
+                (ticket, result)
             }
             None => std::future::pending().await,
         }
@@ -107,7 +113,7 @@ impl Partials {
     /// Turns a finished partial into what to send, given the utterance open now.
     pub fn answer(
         &mut self,
-        (partial, result): (InFlight, Result<Transcript, EngineError>),
+        (partial, result): (Ticket, Result<Transcript, EngineError>),
         open_utterance: Option<u64>,
     ) -> Answer {
         let text = match result {
@@ -138,15 +144,14 @@ mod tests {
     use super::*;
 
     fn answered(p: &mut Partials, audio: &[f32], text: &str, open: Option<u64>) -> Answer {
-        let (job, in_flight) = p
+        let (_request, ticket) = p
             .due(Some((0, 1600, audio)), String::new, "en")
             .expect("due");
-        p.submitted(in_flight);
         let transcript = Transcript {
             text: text.into(),
             ..Default::default()
         };
-        job.reply.send(Ok(transcript)).unwrap();
+        p.submitted(ticket, Box::pin(std::future::ready(Ok(transcript))));
         let done = futures_util::FutureExt::now_or_never(p.next()).expect("answered");
         p.answer(done, open)
     }
@@ -160,8 +165,8 @@ mod tests {
             "too little audio"
         );
         let audio = vec![0.1; ms_to_samples(1000)];
-        let (_job, in_flight) = p.due(Some((0, 0, &audio)), String::new, "en").unwrap();
-        p.submitted(in_flight);
+        let (_request, ticket) = p.due(Some((0, 0, &audio)), String::new, "en").unwrap();
+        p.submitted(ticket, Box::pin(std::future::pending()));
         let more = vec![0.1; ms_to_samples(2000)];
         assert!(
             p.due(Some((0, 0, &more)), String::new, "en").is_none(),

@@ -1,16 +1,18 @@
-//! The final pass for one utterance, as a future the session awaits in utterance order.
+//! The final pass for one utterance: which text becomes its final.
 //!
-//! The local model always transcribes the whole utterance (finals go ahead of partials in
-//! the engine queue). With OpenAI as the primary service the upload runs at the same time;
-//! see [`FinalPass::run`] for which text wins.
+//! Built once by the server and shared by every session. The local model always transcribes
+//! the whole utterance (finals go ahead of partials in the engine queue). With OpenAI as the
+//! primary service the upload runs at the same time; see [`FinalPass::run`] for which text
+//! wins. The pass never writes to a client: it returns the final and offers the early local
+//! text as a [`Preview`], and the session decides what to send.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::outbox::Outbox;
-use crate::engine::filter;
-use crate::engine::openai::{FallbackReason, OpenAiClient};
-use crate::engine::{EngineError, Job, JobKind, JobQueue, Transcript};
+use tokio::sync::mpsc;
+
+use super::openai::{FallbackReason, OpenAiClient};
+use super::{filter, Engine, EngineError, JobKind, TranscribeRequest, Transcript};
 use crate::protocol::{ServerMessage, Source};
 
 /// A finished utterance waiting for its final.
@@ -25,7 +27,17 @@ pub struct FinalRequest {
     pub closed_at: Instant,
 }
 
+/// The local text of an utterance whose final still waits for OpenAI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub utterance: u64,
+    pub text: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
 /// What the session sends for an utterance, once every earlier one has been sent.
+#[derive(Clone, Debug)]
 pub struct FinalResult {
     pub utterance: u64,
     pub start_ms: u64,
@@ -59,34 +71,44 @@ impl FinalResult {
     }
 }
 
-/// Shared by every session: where finals come from.
+/// Where finals come from; cheap to clone.
 #[derive(Clone)]
 pub struct FinalPass {
-    pub queue: Arc<JobQueue>,
+    engine: Engine,
     /// `None` with `PRIMARY_SERVICE=local`.
-    pub openai: Option<OpenAiClient>,
-    pub fallback_to_local: bool,
+    openai: Option<OpenAiClient>,
+    fallback_to_local: bool,
 }
 
 impl FinalPass {
+    pub fn new(engine: Engine, openai: Option<OpenAiClient>, fallback_to_local: bool) -> Self {
+        Self {
+            engine,
+            openai,
+            fallback_to_local,
+        }
+    }
+
     /// Produces the utterance's final.
     ///
     /// Local only: the local transcript. With OpenAI: the local job and the upload run at
-    /// once; the local text goes out immediately as the utterance's last partial, and the
-    /// final is OpenAI's text, or — when OpenAI fails within its deadline — the local text
-    /// with the reason (or an `openai_failed` error when fallback is disabled).
-    pub async fn run(self, req: FinalRequest, outbox: Outbox) -> FinalResult {
+    /// once; the local text is offered on `previews` as soon as it exists (the session sends
+    /// it as the utterance's last partial), and the final is OpenAI's text, or — when OpenAI
+    /// fails within its deadline — the local text with the reason (or an `openai_failed`
+    /// error when fallback is disabled).
+    pub async fn run(self, req: FinalRequest, previews: mpsc::Sender<Preview>) -> FinalResult {
         let Some(openai) = self.openai.clone() else {
-            let text = local_text(local_transcript(&self.queue, &req).await, &req);
+            let text = local_text(self.local_transcript(&req).await, &req);
             return req.result(Ok(text), Source::Local);
         };
-        let local = local_transcript(&self.queue, &req);
+        let local = self.local_transcript(&req);
         let remote = openai.transcribe(&req.audio, &req.prompt, &req.language);
         tokio::pin!(local, remote);
         let mut local_done: Option<String> = None;
         let reason = loop {
             tokio::select! {
-                // Biased towards OpenAI: once it has answered, the local text is not needed.
+                // Biased towards OpenAI: once it has answered, the local text is not needed
+                // (dropping `local` cancels its job).
                 biased;
                 answer = &mut remote => match answer {
                     Ok(text) => {
@@ -98,13 +120,13 @@ impl FinalPass {
                 transcript = &mut local, if local_done.is_none() => {
                     let text = local_text(transcript, &req);
                     if !text.is_empty() {
-                        // Users see the whole utterance now; OpenAI's text replaces it.
-                        outbox.send(&ServerMessage::Partial {
+                        // A full channel only loses the preview; the final still follows.
+                        let _ = previews.try_send(Preview {
                             utterance: req.utterance,
                             text: text.clone(),
                             start_ms: req.start_ms,
                             end_ms: req.end_ms,
-                        }).await;
+                        });
                     }
                     local_done = Some(text);
                 }
@@ -120,6 +142,17 @@ impl FinalPass {
         let mut result = req.result(Ok(text), Source::Local);
         result.fallback_reason = Some(reason.as_str().to_string());
         result
+    }
+
+    async fn local_transcript(&self, req: &FinalRequest) -> Result<Transcript, EngineError> {
+        self.engine
+            .transcribe(TranscribeRequest {
+                kind: JobKind::Final,
+                audio: req.audio.clone(),
+                prompt: req.prompt.clone(),
+                language: req.language.clone(),
+            })
+            .await
     }
 }
 
@@ -151,17 +184,4 @@ fn local_text(result: Result<Transcript, EngineError>, req: &FinalRequest) -> St
             String::new()
         }
     }
-}
-
-async fn local_transcript(queue: &JobQueue, req: &FinalRequest) -> Result<Transcript, EngineError> {
-    let (job, rx) = Job::new(
-        JobKind::Final,
-        req.audio.clone(),
-        req.prompt.clone(),
-        req.language.clone(),
-    );
-    // Dropping this future (OpenAI answered first) cancels the job, freeing its worker.
-    let _cancel_when_unneeded = job.cancel.clone().drop_guard();
-    queue.submit(job).await?;
-    rx.await.unwrap_or(Err(EngineError::Closed))
 }

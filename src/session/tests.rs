@@ -1,0 +1,282 @@
+//! The session loop driven deterministically: channels for the socket, a scripted engine
+//! behind the real [`Engine`] handle, and tokio's paused clock, so ordering, shedding, idle
+//! and shutdown logic are tested without a model or a loaded machine.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::future::BoxFuture;
+use futures_util::{Sink, Stream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{run, Outcome, SessionDeps, StreamParams};
+use crate::audio::wav;
+use crate::captions::CaptionHub;
+use crate::config::Config;
+use crate::engine::{
+    Engine, EngineError, FinalPass, JobKind, Transcribe, TranscribeRequest, Transcript,
+};
+use crate::metrics::Metrics;
+use crate::protocol::{close, ServerMessage};
+
+const FRAME_MS: u64 = 20;
+const FRAME_SAMPLES: usize = 16 * FRAME_MS as usize;
+
+/// Answers after a scripted delay with a text naming the request, so tests can tell which
+/// answer they got.
+struct Scripted {
+    final_delay: fn(audio_secs: f64) -> Duration,
+    partial: fn() -> Result<(), EngineError>,
+    log: Mutex<Vec<(JobKind, usize)>>,
+}
+
+impl Transcribe for Scripted {
+    fn transcribe(
+        &self,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'static, Result<Transcript, EngineError>> {
+        let secs = request.audio.len() as f64 / 16_000.0;
+        self.log
+            .lock()
+            .unwrap()
+            .push((request.kind, request.audio.len()));
+        let (delay, refusal) = match request.kind {
+            JobKind::Final => ((self.final_delay)(secs), Ok(())),
+            JobKind::Partial => (Duration::from_millis(150), (self.partial)()),
+        };
+        Box::pin(async move {
+            refusal?;
+            tokio::time::sleep(delay).await;
+            Ok(Transcript {
+                text: format!("{:?} of {secs:.2} s", request.kind),
+                ..Default::default()
+            })
+        })
+    }
+}
+
+fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        final_delay,
+        partial: || Ok(()),
+        log: Mutex::default(),
+    })
+}
+
+struct Harness {
+    to_server: mpsc::Sender<Message>,
+    from_server: mpsc::Receiver<Message>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    session: tokio::task::JoinHandle<Outcome>,
+}
+
+fn start(engine: Arc<Scripted>) -> Harness {
+    let config = Arc::new(Config::defaults());
+    let engine = Engine::new(engine);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let deps = SessionDeps {
+        final_pass: FinalPass::new(engine.clone(), None, true),
+        engine,
+        metrics: metrics.clone(),
+        captions: Arc::new(CaptionHub::new()),
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    };
+    let (to_server, rx) = mpsc::channel::<Message>(8);
+    let (tx, from_server) = mpsc::channel::<Message>(256);
+    let params = StreamParams::from_query(&Default::default(), &config.language).unwrap();
+    let session = tokio::spawn(run(sink(tx), stream(rx), params, deps));
+    Harness {
+        to_server,
+        from_server,
+        shutdown,
+        metrics,
+        session,
+    }
+}
+
+fn stream(rx: mpsc::Receiver<Message>) -> impl Stream<Item = Result<Message, Infallible>> + Unpin {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|m| (Ok(m), rx))
+    }))
+}
+
+fn sink(tx: mpsc::Sender<Message>) -> impl Sink<Message, Error = &'static str> + Unpin {
+    Box::pin(futures_util::sink::unfold(tx, |tx, msg| async move {
+        tx.send(msg).await.map_err(|_| "test client gone")?;
+        Ok(tx)
+    }))
+}
+
+fn jfk() -> Vec<f32> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jfk.wav");
+    wav::parse(&std::fs::read(path).unwrap()).unwrap().samples
+}
+
+/// Sends `samples` as 16 kHz s16le frames paced like a microphone.
+async fn stream_audio(to_server: &mpsc::Sender<Message>, samples: &[f32]) {
+    for frame in samples.chunks(FRAME_SAMPLES) {
+        let bytes: Vec<u8> = frame
+            .iter()
+            .flat_map(|s| ((s * 32767.0) as i16).to_le_bytes())
+            .collect();
+        to_server.send(Message::Binary(bytes.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(FRAME_MS)).await;
+    }
+}
+
+/// Every message until the close frame, parsed; and the close code.
+async fn collect(from_server: &mut mpsc::Receiver<Message>) -> (Vec<ServerMessage>, Option<u16>) {
+    let mut messages = Vec::new();
+    while let Some(msg) = from_server.recv().await {
+        match msg {
+            Message::Text(text) => messages.push(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => return (messages, frame.map(|f| f.code)),
+            _ => {}
+        }
+    }
+    (messages, None)
+}
+
+/// Checks the protocol's ordering promises; returns the finals' utterance numbers.
+fn check_order(messages: &[ServerMessage]) -> Vec<u64> {
+    assert!(matches!(
+        messages.first(),
+        Some(ServerMessage::Ready { .. })
+    ));
+    let mut finals = Vec::new();
+    for msg in messages {
+        match msg {
+            ServerMessage::Partial { utterance, .. } => {
+                assert!(!finals.contains(utterance), "partial after its final");
+            }
+            ServerMessage::Final { utterance, .. } => finals.push(*utterance),
+            _ => {}
+        }
+    }
+    finals
+}
+
+#[tokio::test(start_paused = true)]
+async fn finals_keep_utterance_order_when_the_engine_answers_out_of_order() {
+    // The long first utterance takes 4 s, the short second one 50 ms.
+    let engine = scripted(|secs| Duration::from_millis(if secs > 5.0 { 4_000 } else { 50 }));
+    let mut h = start(engine.clone());
+    stream_audio(&h.to_server, &jfk()).await;
+    h.to_server
+        .send(Message::Text(r#"{"type":"eof"}"#.into()))
+        .await
+        .unwrap();
+    let (messages, code) = collect(&mut h.from_server).await;
+    let finals = check_order(&messages);
+    assert!(
+        finals.len() >= 2,
+        "jfk.wav has two utterances: {messages:?}"
+    );
+    assert_eq!(finals, (0..finals.len() as u64).collect::<Vec<_>>());
+    assert!(messages
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Partial { .. })));
+    assert_eq!(messages.last(), Some(&ServerMessage::Done));
+    assert_eq!(code, Some(close::NORMAL));
+    assert_eq!(h.session.await.unwrap(), Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shed_partials_send_nothing_and_every_final_still_arrives() {
+    let engine = Arc::new(Scripted {
+        final_delay: |_| Duration::from_millis(300),
+        partial: || Err(EngineError::Shed),
+        log: Mutex::default(),
+    });
+    let mut h = start(engine.clone());
+    stream_audio(&h.to_server, &jfk()).await;
+    h.to_server
+        .send(Message::Text(r#"{"type":"eof"}"#.into()))
+        .await
+        .unwrap();
+    let (messages, _) = collect(&mut h.from_server).await;
+    assert!(!messages
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Partial { .. })));
+    assert!(check_order(&messages).len() >= 2);
+    let asked = engine
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k == JobKind::Partial)
+        .count();
+    assert!(asked > 3, "partials were requested ({asked})");
+    assert!(h
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l.starts_with("whisper_partials_shed_total") && !l.ends_with(" 0")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_after_speech_ends_the_session_after_the_idle_timeout() {
+    let mut h = start(scripted(|_| Duration::from_millis(200)));
+    let audio = jfk();
+    stream_audio(&h.to_server, &audio[..16_000 * 3]).await;
+    let stopped = tokio::time::Instant::now();
+    let (messages, code) = collect(&mut h.from_server).await;
+    let waited = stopped.elapsed();
+    assert_eq!(check_order(&messages), vec![0]);
+    assert_eq!(code, Some(close::NORMAL));
+    let idle = Config::defaults().idle_timeout();
+    assert!(
+        waited >= idle,
+        "ended after {waited:?}, before the idle timeout"
+    );
+    assert!(
+        waited < idle + Duration::from_secs(1),
+        "ended late: {waited:?}"
+    );
+    assert_eq!(h.session.await.unwrap(), Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_sends_the_open_utterances_final_then_1012() {
+    let mut h = start(scripted(|_| Duration::from_millis(800)));
+    let audio = jfk();
+    // Mid-utterance: 3 s into the first sentence.
+    stream_audio(&h.to_server, &audio[..16_000 * 3]).await;
+    h.shutdown.cancel();
+    let (messages, code) = collect(&mut h.from_server).await;
+    assert_eq!(check_order(&messages), vec![0]);
+    assert_eq!(code, Some(close::SERVICE_RESTART));
+    assert_eq!(h.session.await.unwrap(), Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_up_after_the_grace_period() {
+    let mut h = start(scripted(|_| Duration::from_secs(3_600)));
+    stream_audio(&h.to_server, &jfk()[..16_000 * 3]).await;
+    h.shutdown.cancel();
+    let (messages, code) = collect(&mut h.from_server).await;
+    assert!(check_order(&messages).is_empty());
+    assert_eq!(code, Some(close::SERVICE_RESTART));
+    assert_eq!(h.session.await.unwrap(), Outcome::GraceExpired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_json_closes_with_a_protocol_error() {
+    let mut h = start(scripted(|_| Duration::from_millis(10)));
+    h.to_server
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    let (messages, code) = collect(&mut h.from_server).await;
+    assert!(
+        matches!(messages.last(), Some(ServerMessage::Error { code, .. }) if code == "bad_json")
+    );
+    assert_eq!(code, Some(close::INVALID_PAYLOAD));
+    assert_eq!(h.session.await.unwrap(), Outcome::ClientError("bad_json"));
+}

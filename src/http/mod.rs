@@ -1,4 +1,4 @@
-//! HTTP surface: the router, `/ws` admission, `/health`, `/metrics` and static files.
+//! HTTP surface: the router, `/ws` admission, `/health`, `/ready`, `/metrics` and static files.
 
 pub mod captions;
 pub mod health;
@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(captions::routes())
         .fallback_service(static_files)

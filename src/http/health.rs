@@ -59,6 +59,7 @@ pub async fn health(
         "model": engine.info(),
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
         "engine_queue": engine.queue().depth(),
+        "final_model": state.final_engine.get().map(|e| e.info()),
         "primary_service": format!("{:?}", state.config.primary_service).to_lowercase(),
         "fallback_to_local": state.config.fallback_to_local,
         "openai": openai,

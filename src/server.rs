@@ -125,14 +125,9 @@ fn load_final_engine(
         return Ok(None);
     };
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(
-        path,
-        workers,
-        threads,
-        config.engine_queue,
-        Arc::clone(&state.metrics),
-    )
-    .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let engine = LocalEngine::load(path, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "FINAL_MODEL is English-only; LANGUAGE is ignored for finals");
     }

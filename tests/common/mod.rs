@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod repetition;
 pub mod wer;
 
 use std::net::SocketAddr;

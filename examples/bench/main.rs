@@ -38,7 +38,9 @@ use report::{Level, Report};
 const DEFAULT_LIMIT: usize = 12;
 
 #[derive(Parser, Debug)]
-#[command(about = "Streaming benchmark: WER, latency, partial quality and cost per concurrency level")]
+#[command(
+    about = "Streaming benchmark: WER, latency, partial quality and cost per concurrency level"
+)]
 struct Args {
     /// Concurrent real-time streams per level, local finals.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,12")]
@@ -134,7 +136,10 @@ async fn main() {
     let started = Instant::now();
     let load_average_start = machine::load_average();
     let machine = machine::Machine::probe();
-    let label = args.label.clone().unwrap_or_else(|| machine.date_utc[..10.min(machine.date_utc.len())].to_string());
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| machine.date_utc[..10.min(machine.date_utc.len())].to_string());
     let paths = clips::select(&args.set, args.limit).unwrap_or_else(|e| panic!("{e}"));
     let clips: Arc<Vec<Clip>> = Arc::new(paths.iter().map(|p| Clip::load(p, args.rate)).collect());
     let audio_s_per_stream: f64 = clips.iter().map(|c| c.secs).sum();
@@ -143,7 +148,13 @@ async fn main() {
         clips.len(),
         load_average_start[0]
     );
-    let max_streams = args.levels.iter().chain(&args.openai_levels).copied().max().unwrap_or(1);
+    let max_streams = args
+        .levels
+        .iter()
+        .chain(&args.openai_levels)
+        .copied()
+        .max()
+        .unwrap_or(1);
     let config = server_config(max_streams);
     let (workers, threads) = config.engine_shape();
     let server_settings = serde_json::json!({
@@ -189,7 +200,15 @@ async fn main() {
     let offline = if args.skip_offline {
         None
     } else {
-        Some(offline::run(&clips, config.whisper_model.clone(), threads, &config.language).await)
+        Some(
+            offline::run(
+                &clips,
+                config.whisper_model.clone(),
+                threads,
+                &config.language,
+            )
+            .await,
+        )
     };
 
     let report = Report {
@@ -224,7 +243,11 @@ fn write_outputs(report: &Report, label: &str) {
     let json_name = format!("{label}.json");
     let json = serde_json::to_string_pretty(report).expect("report serialises");
     std::fs::write(dir.join(&json_name), json + "\n").expect("write json");
-    let local: Vec<&Level> = report.levels.iter().filter(|l| l.finals == "local").collect();
+    let local: Vec<&Level> = report
+        .levels
+        .iter()
+        .filter(|l| l.finals == "local")
+        .collect();
     let line = |name: &str, pick: &dyn Fn(&Level) -> Option<f64>| svg::Series {
         name: name.into(),
         points: local.iter().map(|l| (l.streams as f64, pick(l))).collect(),
@@ -236,11 +259,18 @@ fn write_outputs(report: &Report, label: &str) {
     ];
     let title = format!(
         "Local finals, {} ({}, {} cores, load {:.1}→{:.1})",
-        report.model, label, report.machine.nproc, report.load_average_start[0], report.load_average_end[0]
+        report.model,
+        label,
+        report.machine.nproc,
+        report.load_average_start[0],
+        report.load_average_end[0]
     );
     std::fs::write(dir.join("latency.svg"), svg::plot(&title, &series)).expect("write svg");
     let mut runs: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     runs.retain(|n| n.ends_with(".json"));
     runs.sort();

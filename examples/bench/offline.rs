@@ -45,15 +45,23 @@ pub async fn run(clips: &[Clip], model: PathBuf, threads: usize, language: &str)
         out.word_errors += edits;
         out.reference_words += words;
         out.finals_with_loop += usize::from(looped);
-        println!("offline {:5.1} % {:.2} s {}", 100.0 * edits as f64 / words.max(1) as f64, secs, clip.name);
+        println!(
+            "offline {:5.1} % {:.2} s {}",
+            100.0 * edits as f64 / words.max(1) as f64,
+            secs,
+            clip.name
+        );
         out.per_clip.push(serde_json::json!({
             "clip": clip.name, "word_errors": edits, "words": words, "inference_s": secs,
             "loop": looped, "text": text,
         }));
     }
     // Dropping the engine joins its worker thread: not on a runtime thread.
-    tokio::task::spawn_blocking(move || drop(engine)).await.expect("engine stops");
-    out.wer = (out.reference_words > 0).then(|| out.word_errors as f64 / out.reference_words as f64);
+    tokio::task::spawn_blocking(move || drop(engine))
+        .await
+        .expect("engine stops");
+    out.wer =
+        (out.reference_words > 0).then(|| out.word_errors as f64 / out.reference_words as f64);
     out.inference_s = Spread::of(&times);
     out
 }

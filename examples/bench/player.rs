@@ -73,9 +73,16 @@ pub async fn play(url: &str, clip: &Clip, rate: u32, tail_ms: u64, ids: (usize, 
     let writer = async {
         let mut sent = Vec::new();
         let started = Instant::now();
-        let frames = clip.pcm.chunks(frame_bytes).chain(silence.chunks(frame_bytes));
+        let frames = clip
+            .pcm
+            .chunks(frame_bytes)
+            .chain(silence.chunks(frame_bytes));
         for (i, frame) in frames.enumerate() {
-            if tx.send(Message::Binary(frame.to_vec().into())).await.is_err() {
+            if tx
+                .send(Message::Binary(frame.to_vec().into()))
+                .await
+                .is_err()
+            {
                 return (sent, Some("send failed".to_string()));
             }
             sent.push(Instant::now());

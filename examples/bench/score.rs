@@ -4,8 +4,9 @@
 //! - final latency: arrival of a final minus the moment the frame holding the end of that
 //!   utterance's speech had been sent. The end of speech is the reference one (the clip's end
 //!   for a short clip, a sentence end from `.segments.json` for a long recording) nearest to the
-//!   final's `end_ms`, if one lies within [`MATCH_TOLERANCE_S`]; otherwise (the server split a
-//!   sentence) the final's own `end_ms`. Endpointing silence is included.
+//!   final's `end_ms`, if one lies within [`MATCH_TOLERANCE_S`], or the final's own `end_ms` if
+//!   that is earlier; when no reference end is that close (the server split a sentence), the
+//!   final's `end_ms`. Endpointing silence is included.
 //! - partial lag: arrival of a partial minus the moment the audio up to its `end_ms` was sent.
 //! - first-partial delay: arrival of an utterance's first partial minus the moment its speech
 //!   start was sent: the nearest reference sentence start within the tolerance, otherwise the
@@ -97,7 +98,8 @@ pub struct Raw {
     pub final_latency_s: Vec<f64>,
     pub partial_lag_s: Vec<f64>,
     pub first_partial_delay_s: Vec<f64>,
-    /// Per play: clip, stream, word errors, reference words, partials, finals, lost.
+    /// Per play: clip, stream, word errors, reference words, partials, lost, every final
+    /// (times, text) and the texts of looped partials.
     pub plays: Vec<serde_json::Value>,
 }
 
@@ -131,6 +133,7 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
         f.word_errors += edits;
         f.reference_words += words;
         let mut final_by_utt = BTreeMap::new();
+        let mut final_rows = Vec::new();
         for m in &finals {
             f.finals += 1;
             let t = m.json["text"].as_str().unwrap_or("");
@@ -138,31 +141,52 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
             let source = m.json["source"].as_str().unwrap_or("?").to_string();
             *f.final_sources.entry(source).or_default() += 1;
             final_by_utt.insert(m.json["utterance"].as_u64().unwrap_or(u64::MAX), t);
-            let Some(end) = ms(&m.json, "end_ms") else { continue };
+            let Some(end) = ms(&m.json, "end_ms") else {
+                continue;
+            };
             let reference = nearest(&clip.speech_ends, end / 1000.0);
             f.finals_timed_from_reference += usize::from(reference.is_some());
-            let end_ms = reference.map_or(end, |s| s * 1000.0);
-            if let Some(sent) = play.sent_at(end_ms) {
-                let latency = m.at.saturating_duration_since(sent).as_secs_f64();
-                f.raw.final_latency_s.push(latency);
-            }
+            // The earlier of the two, so a latency is never understated: a long recording's
+            // sentence "end" is the next sentence's start (pause included), and a VAD end
+            // past the reference one is noise the server held on to.
+            let end_ms = reference.map_or(end, |s| end.min(s * 1000.0));
+            let latency = play
+                .sent_at(end_ms)
+                .map(|sent| m.at.saturating_duration_since(sent).as_secs_f64());
+            f.raw.final_latency_s.extend(latency);
+            final_rows.push(serde_json::json!({
+                "utterance": m.json["utterance"], "start_ms": m.json["start_ms"], "end_ms": end,
+                "speech_end_s": reference, "latency_s": latency,
+                "server_latency_ms": m.json["latency_ms"], "source": m.json["source"], "text": t,
+            }));
         }
         let mut first_partial = BTreeMap::new();
         let mut contradicted_utts = BTreeMap::new();
         let mut partials = 0;
+        let mut looped = Vec::new();
         for m in play.of_kind("partial") {
             partials += 1;
             let utt = m.json["utterance"].as_u64().unwrap_or(u64::MAX);
             let t = m.json["text"].as_str().unwrap_or("");
-            f.partials_with_loop += usize::from(has_repetition_loop(t));
+            if has_repetition_loop(t) {
+                f.partials_with_loop += 1;
+                looped.push(t.to_string());
+            }
             if let Some(sent) = ms(&m.json, "end_ms").and_then(|e| play.sent_at(e)) {
-                f.raw.partial_lag_s.push(m.at.saturating_duration_since(sent).as_secs_f64());
+                f.raw
+                    .partial_lag_s
+                    .push(m.at.saturating_duration_since(sent).as_secs_f64());
             }
             first_partial.entry(utt).or_insert(m);
             // `stable` (the committed prefix) is optional: older servers do not send it.
-            if let Some(stable) = m.json["stable"].as_str().filter(|s| !normalise(s).is_empty()) {
+            if let Some(stable) = m.json["stable"]
+                .as_str()
+                .filter(|s| !normalise(s).is_empty())
+            {
                 f.partials_with_stable += 1;
-                let bad = final_by_utt.get(&utt).is_some_and(|fin| contradicts(stable, fin));
+                let bad = final_by_utt
+                    .get(&utt)
+                    .is_some_and(|fin| contradicts(stable, fin));
                 f.stable_contradicted += usize::from(bad);
                 *contradicted_utts.entry(utt).or_insert(false) |= bad;
             }
@@ -172,7 +196,9 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
         f.utterances_with_stable += contradicted_utts.len();
         f.utterances_contradicted += contradicted_utts.values().filter(|b| **b).count();
         for m in first_partial.values() {
-            let Some(start) = ms(&m.json, "start_ms") else { continue };
+            let Some(start) = ms(&m.json, "start_ms") else {
+                continue;
+            };
             let onset = start + preroll_ms;
             let onset = nearest(&clip.speech_starts, onset / 1000.0).map_or(onset, |s| s * 1000.0);
             if let Some(sent) = play.sent_at(onset) {
@@ -193,11 +219,13 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
         f.finals_lost += usize::from(lost);
         f.raw.plays.push(serde_json::json!({
             "clip": clip.name, "stream": play.stream, "word_errors": edits, "words": words,
-            "partials": partials, "finals": finals.len(), "lost": lost, "error": play.error,
+            "partials": partials, "lost": lost, "error": play.error, "finals": final_rows,
+            "looped_partials": looped,
         }));
     }
     f.wer = (f.reference_words > 0).then(|| f.word_errors as f64 / f.reference_words as f64);
-    f.partial_loop_share = (f.partials > 0).then(|| f.partials_with_loop as f64 / f.partials as f64);
+    f.partial_loop_share =
+        (f.partials > 0).then(|| f.partials_with_loop as f64 / f.partials as f64);
     f.final_latency_s = Spread::of(&f.raw.final_latency_s);
     f.partial_lag_s = Spread::of(&f.raw.partial_lag_s);
     f.first_partial_delay_s = Spread::of(&f.raw.first_partial_delay_s);
@@ -222,7 +250,10 @@ mod tests {
 
     #[test]
     fn contradiction_is_a_broken_prefix() {
-        assert!(!contradicts("And so, my fellow", "and so my fellow Americans"));
+        assert!(!contradicts(
+            "And so, my fellow",
+            "and so my fellow Americans"
+        ));
         assert!(!contradicts("", "anything"));
         assert!(contradicts("and so my fellow", "and so my friends"));
         assert!(contradicts("ask not what", "ask"));

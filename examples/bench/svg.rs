@@ -28,7 +28,9 @@ fn tick_step(max: f64) -> f64 {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The SVG document: `title` on top, x = concurrent streams, y = seconds.
@@ -37,7 +39,9 @@ pub fn plot(title: &str, series: &[Series]) -> String {
     let (w, h) = (WIDTH - left - right, HEIGHT - top - bottom);
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let x_max = xs.fold(1.0, f64::max);
-    let ys = series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.1));
+    let ys = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1));
     let y_top = ys.fold(0.1, f64::max);
     let y_step = tick_step(y_top);
     let y_max = y_step * (y_top / y_step).ceil();
@@ -49,7 +53,11 @@ pub fn plot(title: &str, series: &[Series]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(svg, r#"<text x="{left}" y="24" font-size="14">{}</text>"#, escape(title));
+    let _ = write!(
+        svg,
+        r#"<text x="{left}" y="24" font-size="14">{}</text>"#,
+        escape(title)
+    );
     // Grid and y ticks.
     let mut y = 0.0;
     while y <= y_max + 1e-9 {
@@ -64,7 +72,10 @@ pub fn plot(title: &str, series: &[Series]) -> String {
         y = ((y + y_step) / y_step).round() * y_step;
     }
     // X ticks at the measured levels.
-    let mut levels: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let mut levels: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
     levels.sort_by(f64::total_cmp);
     levels.dedup();
     for x in &levels {
@@ -98,7 +109,10 @@ pub fn plot(title: &str, series: &[Series]) -> String {
         );
         for p in &points {
             let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
-            let _ = write!(svg, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>"#);
+            let _ = write!(
+                svg,
+                r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>"#
+            );
         }
         let ly = top + 10.0 + 20.0 * i as f64;
         let _ = write!(
@@ -141,9 +155,17 @@ mod tests {
         ];
         let svg = plot("bench & co", &series);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert_eq!(svg.matches("<circle").count(), 3, "missing values are skipped");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            3,
+            "missing values are skipped"
+        );
         assert!(svg.contains("bench &amp; co") && svg.contains("lag &lt;p95&gt;"));
         // The highest point (3 s at 1 stream of 4) sits on the top of the plot area.
-        assert!(svg.contains(&format!("{:.1},{:.1}", MARGIN[0] + (WIDTH - MARGIN[0] - MARGIN[1]) / 4.0, MARGIN[2])));
+        assert!(svg.contains(&format!(
+            "{:.1},{:.1}",
+            MARGIN[0] + (WIDTH - MARGIN[0] - MARGIN[1]) / 4.0,
+            MARGIN[2]
+        )));
     }
 }

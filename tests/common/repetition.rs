@@ -20,9 +20,8 @@ pub fn has_repetition_loop(text: &str) -> bool {
 }
 
 fn back_to_back(words: &[String]) -> bool {
-    (MIN_BACK_TO_BACK_WORDS..=words.len() / 2).any(|n| {
-        (0..=words.len() - 2 * n).any(|i| words[i..i + n] == words[i + n..i + 2 * n])
-    })
+    (MIN_BACK_TO_BACK_WORDS..=words.len() / 2)
+        .any(|n| (0..=words.len() - 2 * n).any(|i| words[i..i + n] == words[i + n..i + 2 * n]))
 }
 
 fn ngram_twice(words: &[String], n: usize) -> bool {
@@ -44,7 +43,9 @@ fn loops_are_detected() {
          predecessors of the true"
     ));
     // Three words, repeated back to back, differing only in case and punctuation.
-    assert!(has_repetition_loop("Please call Stella. Please call Stella."));
+    assert!(has_repetition_loop(
+        "Please call Stella. Please call Stella."
+    ));
 }
 
 #[test]
@@ -55,13 +56,15 @@ fn real_sentences_are_not_loops() {
          ask what you can do for your country."
     ));
     // Short back-to-back repeats (under three words) are speech, not loops.
-    assert!(!has_repetition_loop("that that is is that that is not is not"));
+    assert!(!has_repetition_loop(
+        "that that is is that that is not is not"
+    ));
     assert!(!has_repetition_loop("very very good, no no no"));
     // A five-word phrase said twice is allowed; six would not be.
     assert!(!has_repetition_loop(
         "one of the best things, and one of the best views"
     ));
     assert!(has_repetition_loop(
-        "one of the best of things, and one of the best of views"
+        "one of the best of all things, and one of the best of all views"
     ));
 }

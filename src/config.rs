@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "WHISPER_MODEL", default_value = "models/ggml-tiny.en.bin")]
     pub whisper_model: PathBuf,
 
+    /// Optional second ggml model for finals (e.g. models/ggml-base.bin); partials keep
+    /// WHISPER_MODEL. It gets its own worker pool of the same shape.
+    #[arg(long, env = "FINAL_MODEL")]
+    pub final_model: Option<PathBuf>,
+
     /// Default spoken language (ISO 639-1, or "auto" for multilingual models).
     #[arg(long, env = "LANGUAGE", default_value = "en")]
     pub language: String,
@@ -145,7 +150,8 @@ pub struct Config {
         long,
         env = "OPENAI_API_KEY",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub openai_api_key: Secret,
 
@@ -223,6 +229,14 @@ impl Config {
         (workers, threads)
     }
 
+    /// The configuration as it may be logged: secrets are redacted by their type, and
+    /// `OPENAI_BASE_URL` loses any `user:password@`.
+    pub fn loggable(&self) -> Self {
+        let mut shown = self.clone();
+        shown.openai_base_url = without_userinfo(&self.openai_base_url);
+        shown
+    }
+
     /// Keywords as a list, blanks dropped.
     pub fn keywords(&self) -> Vec<String> {
         self.openai_keywords
@@ -234,9 +248,42 @@ impl Config {
     }
 }
 
+/// `scheme://user:pass@host/path` → `scheme://host/path`; anything else unchanged.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}{path}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_dropped_from_logged_urls() {
+        assert_eq!(
+            without_userinfo("https://u:p%40ss@proxy.example:8443/v1?x=@"),
+            "https://proxy.example:8443/v1?x=@"
+        );
+        assert_eq!(
+            without_userinfo("https://api.openai.com/v1"),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+        let mut config = Config::defaults();
+        config.openai_base_url = "http://admin:hunter2@10.0.0.1/v1".into();
+        let logged = format!("{:?}", config.loggable());
+        assert!(
+            !logged.contains("hunter2") && logged.contains("10.0.0.1"),
+            "{logged}"
+        );
+    }
 
     #[test]
     fn secrets_are_redacted_in_the_logged_configuration() {
@@ -253,6 +300,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
         assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
+        assert_eq!(c.final_model, None);
         assert_eq!(c.primary_service, PrimaryService::Openai);
         assert!(c.fallback_to_local);
         let (workers, threads) = c.engine_shape();

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{at_rate, load_speech, reference_text, s16le, speech_dir};
+use crate::common::{at_rate, load_speech, reference_text, s16le, corpus_dir};
 
 /// The long recording that joins the short clips in the default set: a natural continuous
 /// reading (51.8 s), so sentence-level endpointing is exercised too.
@@ -28,7 +28,7 @@ pub struct Clip {
 /// Which clips: `short` (evenly spread over the 59 short clips, so every corpus is in),
 /// `long` (the two long recordings), or `mixed` (short clips plus the sonnet).
 pub fn select(set: &str, limit: usize) -> Result<Vec<PathBuf>, String> {
-    let dir = speech_dir();
+    let dir = corpus_dir();
     let list = |sub: &str| -> Vec<PathBuf> {
         let mut wavs: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -59,7 +59,7 @@ impl Clip {
         let secs = samples.len() as f64 / 16_000.0;
         let (speech_starts, speech_ends) = segments(path).unwrap_or_else(|| (vec![], vec![secs]));
         let name = path
-            .strip_prefix(speech_dir())
+            .strip_prefix(corpus_dir())
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned();

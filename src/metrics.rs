@@ -132,6 +132,7 @@ pub struct Metrics {
     partials_shed: AtomicU64,
     engine_queue_depth: AtomicU64,
     openai_circuit_open: AtomicU64,
+    storage_errors: AtomicU64,
     partial_latency: Histogram,
     /// Indexed like [`SOURCES`].
     final_latency: [Histogram; 2],
@@ -154,6 +155,7 @@ impl Default for Metrics {
             partials_shed: AtomicU64::new(0),
             engine_queue_depth: AtomicU64::new(0),
             openai_circuit_open: AtomicU64::new(0),
+            storage_errors: AtomicU64::new(0),
             partial_latency: Histogram::new(PARTIAL_LATENCY_BUCKETS_S),
             final_latency: [FINAL_LATENCY_BUCKETS_S; 2].map(Histogram::new),
             local_rtf: [RTF_BUCKETS; 2].map(Histogram::new),
@@ -238,10 +240,15 @@ impl Metrics {
         self.openai_circuit_open.store(u64::from(open), Relaxed);
     }
 
+    /// A transcript store operation that failed or timed out (the final was still sent).
+    pub fn storage_error(&self) {
+        self.storage_errors.fetch_add(1, Relaxed);
+    }
+
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        let simple: [(&str, &str, &str, &AtomicU64); 7] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
             (
                 "whisper_sessions_active",
                 "gauge",
@@ -283,6 +290,12 @@ impl Metrics {
                 "gauge",
                 "1 while the OpenAI circuit breaker sends finals straight to local.",
                 &self.openai_circuit_open,
+            ),
+            (
+                "whisper_storage_errors_total",
+                "counter",
+                "Transcript store operations that failed or timed out.",
+                &self.storage_errors,
             ),
         ];
         for (name, kind, help, value) in simple {

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::engine::whisper::check_model_file;
 use crate::engine::{FinalPass, LocalEngine};
 use crate::http::{self, AppState};
+use crate::storage::{retention, Recorder, TranscriptStore};
 
 /// Time allowed after the grace period for sessions to write their close frames.
 const CLOSE_MARGIN: Duration = Duration::from_secs(2);
@@ -26,7 +27,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
-    let state = AppState::new(config);
+    // Created and migrated before anything is accepted; a bad STORAGE_URL fails the start.
+    let store = TranscriptStore::open(config.storage_url.expose())
+        .await
+        .context("opening the transcript store (STORAGE_URL)")?;
+    let mut state = AppState::new(config);
+    if let Some(store) = store {
+        tracing::info!(backend = store.backend(), "transcript store ready");
+        state.recorder =
+            Recorder::new(store, state.metrics.clone(), state.config.storage_timeout());
+        if state.config.transcript_retention_days > 0 {
+            tokio::spawn(retention::run(
+                state.recorder.clone(),
+                state.config.transcript_retention_days,
+                retention::RETENTION_INTERVAL,
+                state.shutdown.clone(),
+            ));
+        }
+    }
     let config = state.config.clone();
     let grace = config.shutdown_grace();
 
@@ -70,6 +88,9 @@ pub async fn run(
             sessions = state.tracker.len(),
             "sessions still open after the grace period"
         );
+    }
+    if let Some(store) = state.recorder.store() {
+        store.close().await;
     }
     tracing::info!("server stopped");
     Ok(())

@@ -56,6 +56,7 @@ pub async fn health(
         "primary_service": format!("{:?}", state.config.primary_service).to_lowercase(),
         "fallback_to_local": state.config.fallback_to_local,
         "openai": openai,
+        "storage": state.recorder.health(),
     });
     if deep {
         let check: Value = match &state.openai {

@@ -28,10 +28,19 @@ pub async fn run(
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
     // Created and migrated before anything is accepted; a bad STORAGE_URL fails the start.
-    let store = TranscriptStore::open(config.storage_url.expose())
-        .await
-        .context("opening the transcript store (STORAGE_URL)")?;
+    // A store that cannot be opened is logged and shown in /health, but does not stop the
+    // server: live transcription matters more than keeping its transcripts.
+    let opened = TranscriptStore::open(config.storage_url.expose()).await;
     let mut state = AppState::new(config);
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = %e, "transcript store unavailable; transcripts are not kept");
+            state.metrics.storage_error();
+            state.recorder = Recorder::unavailable(e.to_string());
+            None
+        }
+    };
     if let Some(store) = store {
         tracing::info!(backend = store.backend(), "transcript store ready");
         state.recorder =

@@ -40,6 +40,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct Recorder {
     inner: Option<Arc<Inner>>,
+    /// Why the configured store could not be opened at start.
+    open_error: Option<Arc<str>>,
 }
 
 impl Recorder {
@@ -56,11 +58,20 @@ impl Recorder {
                 timeout,
                 health: Mutex::new(health),
             })),
+            open_error: None,
         }
     }
 
     pub fn disabled() -> Self {
         Self::default()
+    }
+
+    /// Storage was configured but could not be opened: nothing is kept, `/health` says why.
+    pub fn unavailable(error: String) -> Self {
+        Self {
+            inner: None,
+            open_error: Some(error.into()),
+        }
     }
 
     /// The store, for the read routes; `None` when storage is off.
@@ -73,8 +84,10 @@ impl Recorder {
             Some(inner) => inner.health.lock().expect("health lock").clone(),
             None => StorageHealth {
                 backend: "none",
-                ok: true,
-                ..Default::default()
+                ok: self.open_error.is_none(),
+                errors: u64::from(self.open_error.is_some()),
+                last_error: self.open_error.as_ref().map(|e| format!("open: {e}")),
+                last_error_ms: None,
             },
         }
     }

@@ -14,6 +14,9 @@ echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace
+echo "== monitoring and Kubernetes: promtool rule tests, a real Prometheus scraping the server,"
+echo "   the manifests rendered and validated offline"
+scripts/test-scale.sh all
 echo "== browser tests (headless Chromium)"
 scripts/test-browser.sh
 echo "== containers and deploy: lints, the production image on the real Docker engine, and a"

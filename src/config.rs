@@ -53,6 +53,17 @@ pub enum PrimaryService {
     Local,
 }
 
+/// How much audio whisper's encoder sees for a local final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalWindow {
+    /// An encoder context sized to the utterance, with a loop guard that falls back to the
+    /// full window when the sized result repeats itself.
+    Sized,
+    /// whisper's full 30 s window, as whisper.cpp does by default (slower, ~2 s on a core).
+    Full,
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "whisper-api",
@@ -71,6 +82,11 @@ pub struct Config {
     /// Path of the ggml whisper model (fetch one with scripts/fetch-model.sh).
     #[arg(long, env = "WHISPER_MODEL", default_value = "models/ggml-tiny.en.bin")]
     pub whisper_model: PathBuf,
+
+    /// Optional second ggml model for finals (e.g. models/ggml-base.bin); partials keep
+    /// WHISPER_MODEL. It gets its own worker pool of the same shape.
+    #[arg(long, env = "FINAL_MODEL")]
+    pub final_model: Option<PathBuf>,
 
     /// Default spoken language (ISO 639-1, or "auto" for multilingual models).
     #[arg(long, env = "LANGUAGE", default_value = "en")]
@@ -103,6 +119,10 @@ pub struct Config {
     /// Interval between partial transcripts of an open utterance, in milliseconds.
     #[arg(long, env = "PARTIAL_INTERVAL_MS", default_value_t = 700)]
     pub partial_interval_ms: u32,
+
+    /// Encoder window of local finals: `sized` (to the utterance, loop-guarded) or `full`.
+    #[arg(long, env = "FINAL_WINDOW", value_enum, default_value_t = FinalWindow::Sized)]
+    pub final_window: FinalWindow,
 
     /// Local inference workers (each owns a whisper state); 0 = derived from the core count.
     #[arg(long, env = "WORKERS", default_value_t = 0)]
@@ -145,7 +165,8 @@ pub struct Config {
         long,
         env = "OPENAI_API_KEY",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub openai_api_key: Secret,
 
@@ -252,6 +273,14 @@ impl Config {
         (workers, threads)
     }
 
+    /// The configuration as it may be logged: secrets are redacted by their type, and
+    /// `OPENAI_BASE_URL` loses any `user:password@`.
+    pub fn loggable(&self) -> Self {
+        let mut shown = self.clone();
+        shown.openai_base_url = without_userinfo(&self.openai_base_url);
+        shown
+    }
+
     /// Keywords as a list, blanks dropped.
     pub fn keywords(&self) -> Vec<String> {
         self.openai_keywords
@@ -263,9 +292,42 @@ impl Config {
     }
 }
 
+/// `scheme://user:pass@host/path` → `scheme://host/path`; anything else unchanged.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}{path}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_dropped_from_logged_urls() {
+        assert_eq!(
+            without_userinfo("https://u:p%40ss@proxy.example:8443/v1?x=@"),
+            "https://proxy.example:8443/v1?x=@"
+        );
+        assert_eq!(
+            without_userinfo("https://api.openai.com/v1"),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+        let mut config = Config::defaults();
+        config.openai_base_url = "http://admin:hunter2@10.0.0.1/v1".into();
+        let logged = format!("{:?}", config.loggable());
+        assert!(
+            !logged.contains("hunter2") && logged.contains("10.0.0.1"),
+            "{logged}"
+        );
+    }
 
     #[test]
     fn secrets_are_redacted_in_the_logged_configuration() {
@@ -282,6 +344,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
         assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
+        assert_eq!(c.final_model, None);
         assert_eq!(c.primary_service, PrimaryService::Openai);
         assert!(c.fallback_to_local);
         let (workers, threads) = c.engine_shape();

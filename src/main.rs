@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-    tracing::info!(config = ?config, "starting whisper-api {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(config = ?config.loggable(), "starting whisper-api {}", env!("CARGO_PKG_VERSION"));
 
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)

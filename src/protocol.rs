@@ -98,7 +98,11 @@ pub enum ServerMessage {
     },
     Partial {
         utterance: u64,
+        /// The whole provisional text; starts with `stable`.
         text: String,
+        /// The committed prefix of `text`: it never changes within an utterance, only grows.
+        #[serde(default)]
+        stable: String,
         start_ms: u64,
         end_ms: u64,
     },
@@ -200,10 +204,17 @@ impl ProtocolError {
     }
 }
 
+/// Longest parser detail echoed to a client: serde's messages quote the offending value,
+/// which may be most of a 1 MiB frame.
+const DETAIL_MAX_CHARS: usize = 160;
+
+fn bad_json(error: serde_json::Error) -> ProtocolError {
+    ProtocolError::BadJson(error.to_string().chars().take(DETAIL_MAX_CHARS).collect())
+}
+
 /// Parses a client text frame.
 pub fn parse_client_text(text: &str) -> Result<ClientMessage, ProtocolError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ProtocolError::BadJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(bad_json)?;
     let kind = value
         .get("type")
         .and_then(|t| t.as_str())
@@ -211,7 +222,7 @@ pub fn parse_client_text(text: &str) -> Result<ClientMessage, ProtocolError> {
     if !matches!(kind, "start" | "flush" | "eof") {
         return Err(ProtocolError::UnknownType(kind.chars().take(32).collect()));
     }
-    serde_json::from_value(value).map_err(|e| ProtocolError::BadJson(e.to_string()))
+    serde_json::from_value(value).map_err(bad_json)
 }
 
 impl ServerMessage {

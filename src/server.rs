@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::whisper::check_model_file;
-use crate::engine::{FinalPass, LocalEngine};
+use crate::engine::{EngineOptions, FinalPass, LocalEngine};
 use crate::http::{self, AppState};
 use crate::storage::{retention, Recorder, TranscriptStore};
 
@@ -27,7 +27,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
-    // Created and migrated before anything is accepted; a bad STORAGE_URL fails the start.
+    if let Some(final_model) = &config.final_model {
+        check_model_file(final_model)?;
+    }
     // A store that cannot be opened is logged and shown in /health, but does not stop the
     // server: live transcription matters more than keeping its transcripts.
     let opened = TranscriptStore::open(config.storage_url.expose()).await;
@@ -109,14 +111,9 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(
-        &config.whisper_model,
-        workers,
-        threads,
-        config.engine_queue,
-        Arc::clone(&state.metrics),
-    )
-    .with_context(|| format!("loading {}", config.whisper_model.display()))?;
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let engine = LocalEngine::load(&config.whisper_model, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "the model is English-only; LANGUAGE is ignored");
     }
@@ -124,16 +121,49 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         model = %config.whisper_model.display(),
         workers,
         threads,
+        final_window = ?config.final_window,
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
+    let final_engine = load_final_engine(state, workers, threads)?;
     // Built once: every session shares the engine handle, the OpenAI client and the policy.
     let final_pass = FinalPass::new(
-        engine.handle(),
+        final_engine.as_ref().unwrap_or(&engine).handle(),
         state.openai.clone(),
         config.fallback_to_local,
     );
     let _ = state.final_pass.set(final_pass);
+    if let Some(final_engine) = final_engine {
+        let _ = state.final_engine.set(final_engine);
+    }
+    // Set once here; a worker supervisor that restarts workers keeps it current.
+    state.metrics.set_live_workers(workers);
     let _ = state.engine.set(engine);
     Ok(())
+}
+
+/// FINAL_MODEL's own pool (same shape as the partials'), so finals can use a larger or
+/// differently quantised model while partials stay fast; `None` when it is not set.
+fn load_final_engine(
+    state: &AppState,
+    workers: usize,
+    threads: usize,
+) -> anyhow::Result<Option<LocalEngine>> {
+    let config = &state.config;
+    let Some(path) = &config.final_model else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let engine = LocalEngine::load(path, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
+    if !engine.multilingual() && config.language != "en" {
+        tracing::warn!(language = %config.language, "FINAL_MODEL is English-only; LANGUAGE is ignored for finals");
+    }
+    tracing::info!(
+        final_model = %path.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "final model loaded"
+    );
+    Ok(Some(engine))
 }

@@ -5,14 +5,31 @@
 //! chunk is there, the resampler's start-up delay is trimmed so sample counts (and therefore
 //! timestamps) line up with the input, and [`StreamResampler::finish`] pads the tail with
 //! silence to push the last real samples out.
+//!
+//! The FFT resampler works in blocks of `input_rate / gcd(input_rate, 16000)` frames: 441 for
+//! 44.1 kHz, but a prime rate such as 47 977 Hz needs a whole second per block (a ~96k-point
+//! FFT and a second of latency). Rates whose block exceeds [`MAX_FFT_BLOCK`] therefore use
+//! rubato's asynchronous sinc resampler instead, whose cost per sample does not depend on
+//! the ratio: any accepted rate costs the same bounded work and memory.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler};
+use rubato::{
+    Async, Fft, FixedAsync, FixedSync, Indexing, Resampler, SincInterpolationParameters,
+    WindowFunction,
+};
 
 use super::PIPELINE_RATE;
 
 /// Input chunk length: 20 ms keeps the added latency small while the FFT stays efficient.
 const CHUNK_MS: usize = 20;
+/// Largest FFT block (input frames) accepted; every common rate (8, 11.025, 22.05, 24, 32,
+/// 44.1, 48 kHz) is at most 441.
+const MAX_FFT_BLOCK: usize = 1_024;
+/// Sinc filter taps for odd rates: enough for speech (the pipeline keeps < 8 kHz) at a
+/// bounded cost per output sample.
+const SINC_LEN: usize = 128;
+/// Upper bound of the frames a resampler holds for any accepted rate (tests check it).
+pub const MAX_BUFFERED_FRAMES: usize = 16 * 1_024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resample from {0} Hz: {1}")]
@@ -22,7 +39,7 @@ pub struct StreamResampler {
     input_rate: u32,
     output_rate: u32,
     /// None when the input is already at 16 kHz.
-    fft: Option<Fft<f32>>,
+    fft: Option<Box<dyn Resampler<f32>>>,
     pending: Vec<f32>,
     scratch: Vec<f32>,
     /// Output frames still to drop: the resampler's start-up delay.
@@ -42,16 +59,7 @@ impl StreamResampler {
         let fft = if input_rate == output_rate {
             None
         } else {
-            let chunk = input_rate as usize * CHUNK_MS / 1000;
-            let fft = Fft::<f32>::new(
-                input_rate as usize,
-                output_rate as usize,
-                chunk,
-                1,
-                FixedSync::Input,
-            )
-            .map_err(|e| ResampleError(input_rate, e.to_string()))?;
-            Some(fft)
+            Some(resampler(input_rate, output_rate)?)
         };
         let skip = fft.as_ref().map_or(0, |f| f.output_delay());
         let scratch = vec![0.0; fft.as_ref().map_or(0, |f| f.output_frames_max())];
@@ -65,6 +73,14 @@ impl StreamResampler {
             consumed_in: 0,
             produced_out: 0,
         })
+    }
+
+    /// Frames the resampler may hold in its chunk and output buffers: bounded by
+    /// [`MAX_BUFFERED_FRAMES`] whatever the rate.
+    pub fn buffered_frames_max(&self) -> usize {
+        self.fft
+            .as_ref()
+            .map_or(0, |f| f.input_frames_max() + f.output_frames_max())
     }
 
     /// Resamples `input`, appending 16 kHz samples to `out`.
@@ -130,6 +146,39 @@ impl StreamResampler {
     }
 }
 
+/// The FFT resampler when its block is small, else the ratio-independent sinc resampler.
+fn resampler(input_rate: u32, output_rate: u32) -> Result<Box<dyn Resampler<f32>>, ResampleError> {
+    let error = |e: rubato::ResamplerConstructionError| ResampleError(input_rate, e.to_string());
+    if input_rate == 0 || output_rate == 0 {
+        return Err(ResampleError(input_rate, "rates must be positive".into()));
+    }
+    let chunk = (input_rate as usize * CHUNK_MS / 1000).max(1);
+    let block = (input_rate / gcd(input_rate, output_rate)) as usize;
+    if block <= MAX_FFT_BLOCK {
+        let fft = Fft::<f32>::new(
+            input_rate as usize,
+            output_rate as usize,
+            chunk,
+            1,
+            FixedSync::Input,
+        )
+        .map_err(error)?;
+        return Ok(Box::new(fft));
+    }
+    let ratio = output_rate as f64 / input_rate as f64;
+    let parameters = SincInterpolationParameters::new(SINC_LEN, WindowFunction::BlackmanHarris2);
+    let sinc = Async::<f32>::new_sinc(ratio, 1.0, &parameters, chunk, 1, FixedAsync::Input)
+        .map_err(error)?;
+    Ok(Box::new(sinc))
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +238,24 @@ mod tests {
             .map(|(i, _)| i)
             .unwrap();
         assert!((peak as i64 - 8_000).abs() <= 2, "peak at {peak}");
+    }
+
+    #[test]
+    fn odd_rates_use_a_bounded_resampler_with_exact_lengths() {
+        // 47 977 is prime: the FFT resampler would need a 1 s block.
+        for rate in [47_977, 8_009, 44_101, 12_347] {
+            let r = StreamResampler::new(rate).unwrap();
+            assert!(
+                r.buffered_frames_max() <= MAX_BUFFERED_FRAMES,
+                "{rate}: {}",
+                r.buffered_frames_max()
+            );
+            let input = sine(rate, 300.0, 0.5);
+            let out = resample_in_frames(&input, rate, 777);
+            assert_eq!(out.len() as u64, input.len() as u64 * 16_000 / rate as u64);
+            let rms = (out[1000..7000].iter().map(|v| v * v).sum::<f32>() / 6000.0).sqrt();
+            assert!((rms - 0.5 / 2f32.sqrt()).abs() < 0.02, "{rate}: rms {rms}");
+        }
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Suppresses whisper's hallucinations on near-silence ("Thank you.", "you", "[BLANK_AUDIO]").
+//! Suppresses whisper's hallucinations on near-silence ("Thank you.", "you", "[BLANK_AUDIO]"),
+//! and makes text from outside (an OpenAI-compatible upstream) safe to show and to reuse.
 //!
 //! whisper was trained on subtitles and, given noise or silence, tends to produce stock
 //! phrases. A transcript is dropped when the audio is quiet *and* either whisper itself
 //! thinks there is no speech or the text is one of the stock phrases.
+//!
+//! Upstream text goes to clients, caption viewers and back into whisper as the next prompt;
+//! whisper-rs panics on a NUL in a prompt (it becomes a C string), so [`sanitize`] runs on
+//! every upstream answer before anything else sees it.
 
 /// Below this RMS level (about -40 dBFS) audio counts as near-silence.
 const QUIET_RMS: f32 = 0.01;
@@ -18,6 +23,24 @@ const STOCK_PHRASES: &[&str] = &[
     "so",
     "okay",
 ];
+
+/// Invisible characters that reorder or hide text (bidi overrides, zero-width marks, BOM):
+/// harmless to a transcript, useful only for spoofing what a caption viewer sees.
+const INVISIBLE: &[char] = &[
+    '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}',
+    '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{FEFF}',
+];
+
+/// Text from outside with control characters (NUL, escapes, C1) and invisible formatting
+/// removed and whitespace collapsed: newlines and tabs become single spaces.
+pub fn sanitize(text: &str) -> String {
+    let spaced: String = text
+        .chars()
+        .filter(|c| !INVISIBLE.contains(c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 /// Root-mean-square level of the samples.
 pub fn rms(samples: &[f32]) -> f32 {
@@ -73,6 +96,18 @@ mod tests {
         assert_eq!(clean(" Thank you.", 0.1, &loud), "Thank you.");
         assert_eq!(clean("Hello there", 0.9, &quiet), "");
         assert_eq!(clean("Hello there", 0.9, &loud), "Hello there");
+    }
+
+    #[test]
+    fn sanitize_removes_control_and_invisible_characters() {
+        assert_eq!(sanitize("ask not\u{0} what"), "ask not what");
+        assert_eq!(
+            sanitize(" a\tb\r\nc\u{1b}[31md\u{7f}e\u{85}f "),
+            "a b c [31md e f"
+        );
+        assert_eq!(sanitize("evil\u{202E}txt.exe\u{200B}"), "eviltxt.exe");
+        assert_eq!(sanitize("Grüße, 世界!"), "Grüße, 世界!");
+        assert_eq!(sanitize("\u{0}\u{1}\u{2}"), "");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! HTTP surface: the router, `/ws` admission, `/health`, `/metrics` and static files.
+//! HTTP surface: the router, `/ws` admission, `/health`, `/ready`, `/metrics` and static files.
 
 pub mod audio_files;
 pub mod captions;
@@ -33,6 +33,8 @@ pub struct AppState {
     pub engine: Arc<OnceLock<LocalEngine>>,
     /// Set with the engine: where every session's finals come from.
     pub final_pass: Arc<OnceLock<FinalPass>>,
+    /// The FINAL_MODEL pool that runs finals, when one is configured (else `engine` does).
+    pub final_engine: Arc<OnceLock<LocalEngine>>,
     pub metrics: Arc<Metrics>,
     /// `None` with `PRIMARY_SERVICE=local`.
     pub openai: Option<OpenAiClient>,
@@ -60,6 +62,7 @@ impl AppState {
             config: Arc::new(config),
             engine: Arc::new(OnceLock::new()),
             final_pass: Arc::new(OnceLock::new()),
+            final_engine: Arc::new(OnceLock::new()),
             metrics,
             captions: Arc::new(CaptionHub::new()),
             shutdown: CancellationToken::new(),
@@ -87,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(captions::routes())
         .merge(v1_routes())

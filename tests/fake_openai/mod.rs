@@ -9,7 +9,10 @@
 //! Every request is recorded (fields, prompt, WAV shape, arrival time, answer) for assertions.
 //! Valid requests are answered by a script of [`Reply`]s, then by a responder closure: text,
 //! any status (500, 429 with `Retry-After`), a hang, malformed JSON, each after a delay, so
-//! answers can arrive out of order. [`refused_url`] gives a base URL nobody listens on.
+//! answers can arrive out of order. Hostile answers too: a `Retry-After` of any text, a huge
+//! body (with or without a length), a body trickling in byte by byte, a 200 without `text`;
+//! [`FakeOpenAi::body_bytes_sent`] counts what the streamed ones actually delivered.
+//! [`refused_url`] gives a base URL nobody listens on.
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
@@ -17,12 +20,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::json;
 
 mod validate;
@@ -54,6 +60,15 @@ pub enum ReplyKind {
     Hang,
     /// 200 with a body that is not JSON.
     Malformed,
+    /// 429 with this exact `Retry-After` header text (`1e20`, `-1`, …).
+    RetryAfterRaw(String),
+    /// 200 `{"text":"aaaa…"}` of about this many bytes, with a content-length or streamed
+    /// in 64 KiB chunks without one.
+    Huge { bytes: usize, chunked: bool },
+    /// 200 `{"text":"…"}`, one byte per `interval`.
+    Trickle { interval: Duration },
+    /// 200 with a JSON object that has no `text`.
+    NoText,
 }
 
 impl Reply {
@@ -92,6 +107,30 @@ impl Reply {
         Self {
             delay: Duration::ZERO,
             kind: ReplyKind::Malformed,
+        }
+    }
+    pub fn retry_after_raw(value: impl Into<String>) -> Self {
+        Self {
+            delay: Duration::ZERO,
+            kind: ReplyKind::RetryAfterRaw(value.into()),
+        }
+    }
+    pub fn huge(bytes: usize, chunked: bool) -> Self {
+        Self {
+            delay: Duration::ZERO,
+            kind: ReplyKind::Huge { bytes, chunked },
+        }
+    }
+    pub fn trickle(interval: Duration) -> Self {
+        Self {
+            delay: Duration::ZERO,
+            kind: ReplyKind::Trickle { interval },
+        }
+    }
+    pub fn no_text() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            kind: ReplyKind::NoText,
         }
     }
     /// The same answer, sent `delay` after the request arrived.
@@ -167,6 +206,8 @@ struct Shared {
     script: Mutex<VecDeque<Reply>>,
     responder: Mutex<Responder>,
     model_checks: Mutex<usize>,
+    /// Bytes of streamed bodies (huge chunked, trickle) handed to the connection so far.
+    body_bytes_sent: AtomicUsize,
 }
 
 /// The running fake; stops when dropped.
@@ -184,6 +225,7 @@ impl FakeOpenAi {
             script: Mutex::new(VecDeque::new()),
             responder: Mutex::new(Arc::new(|_: &Recorded| Reply::text(DEFAULT_TEXT))),
             model_checks: Mutex::new(0),
+            body_bytes_sent: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/audio/transcriptions", post(transcriptions))
@@ -240,6 +282,12 @@ impl FakeOpenAi {
 
     pub fn request_count(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Bytes of streamed bodies the server has produced: a client that stops reading stops
+    /// the stream (once the socket buffers are full).
+    pub fn body_bytes_sent(&self) -> usize {
+        self.shared.body_bytes_sent.load(Ordering::Relaxed)
     }
 
     /// `GET /models` calls so far.
@@ -337,9 +385,10 @@ async fn transcriptions(
             record.index = requests.len();
             let reply = scripted.unwrap_or_else(|| responder(&record));
             record.status = match &reply.kind {
-                ReplyKind::Text(_) | ReplyKind::Malformed => 200,
                 ReplyKind::Status { code, .. } => *code,
+                ReplyKind::RetryAfterRaw(_) => 429,
                 ReplyKind::Hang => 0,
+                _ => 200,
             };
             requests.push(record.clone());
             reply
@@ -370,6 +419,59 @@ async fn transcriptions(
         )
             .into_response(),
         ReplyKind::Hang => std::future::pending().await,
+        ReplyKind::RetryAfterRaw(value) => {
+            let mut response =
+                openai_error(StatusCode::TOO_MANY_REQUESTS, "slow down", "rate_limit");
+            let value = header::HeaderValue::from_str(&value).expect("a header value");
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+            response
+        }
+        ReplyKind::NoText => {
+            Json(json!({"usage": {"type": "duration", "seconds": 1}})).into_response()
+        }
+        ReplyKind::Huge {
+            bytes,
+            chunked: false,
+        } => {
+            let body = format!("{{\"text\":\"{}\"}}", "a".repeat(bytes));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        ReplyKind::Huge {
+            bytes,
+            chunked: true,
+        } => {
+            const CHUNK: usize = 64 * 1024;
+            let head = Bytes::from_static(b"{\"text\":\"");
+            let chunks = std::iter::once(head)
+                .chain((0..bytes / CHUNK).map(|_| Bytes::from(vec![b'a'; CHUNK])))
+                .chain(std::iter::once(Bytes::from_static(b"\"}")));
+            let counted = shared.clone();
+            let stream = futures_util::stream::iter(chunks).map(move |chunk| {
+                counted
+                    .body_bytes_sent
+                    .fetch_add(chunk.len(), Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(chunk)
+            });
+            streamed(Body::from_stream(stream))
+        }
+        ReplyKind::Trickle { interval } => {
+            let body = json!({"text": DEFAULT_TEXT}).to_string().into_bytes();
+            let counted = shared.clone();
+            let stream = futures_util::stream::unfold(0usize, move |at| {
+                let byte = body.get(at).copied();
+                let counted = counted.clone();
+                async move {
+                    let byte = byte?;
+                    tokio::time::sleep(interval).await;
+                    counted.body_bytes_sent.fetch_add(1, Ordering::Relaxed);
+                    Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(vec![byte])),
+                        at + 1,
+                    ))
+                }
+            });
+            streamed(Body::from_stream(stream))
+        }
         ReplyKind::Status {
             code,
             retry_after_s,
@@ -384,6 +486,15 @@ async fn transcriptions(
             response
         }
     }
+}
+
+/// A 200 JSON answer whose body is a stream (no content-length).
+fn streamed(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("a valid response")
 }
 
 /// whisper-1 answers plain text for `response_format=text`.

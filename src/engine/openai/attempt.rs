@@ -11,13 +11,45 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 
-use super::{DeepCheck, FallbackReason};
+use super::{retry, DeepCheck, FallbackReason};
+use crate::engine::filter;
 
 /// The uploaded file's name and type; OpenAI infers the format from the name.
 const FILE_NAME: &str = "utterance.wav";
 const FILE_MIME: &str = "audio/wav";
 /// Upstream error codes are logged only when they look like codes, not prose.
 const CODE_MAX_CHARS: usize = 64;
+/// Largest upstream body read: a transcription of 30 s of audio is a few KiB, a model list a
+/// few tens; anything bigger is broken or hostile and is not kept in memory.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Why an upstream body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+impl From<reqwest::Error> for BodyError {
+    fn from(e: reqwest::Error) -> Self {
+        BodyError::Http(e)
+    }
+}
+
+/// Reads the body, refusing it (without buffering the rest) once it passes `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -72,16 +104,23 @@ pub async fn transcribe_once(
         let response = request.send().await?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, retry_after, body))
+        let body = read_capped(response, MAX_BODY_BYTES).await?;
+        Ok::<_, BodyError>((status, retry_after, body))
     };
-    // The timeout covers sending, waiting and reading the body: the deadline is for the text.
+    // The timeout covers sending, waiting and reading the body (a body trickling in byte by
+    // byte included): the deadline is for the text.
     match tokio::time::timeout(budget, exchange).await {
         Err(_elapsed) => Attempt::failed(FallbackReason::Timeout, None),
-        Ok(Err(e)) if e.is_timeout() => {
+        Ok(Err(BodyError::TooLarge)) => Attempt::failed(
+            FallbackReason::BadResponse,
+            Some(format!("response body over {MAX_BODY_BYTES} bytes")),
+        ),
+        Ok(Err(BodyError::Http(e))) if e.is_timeout() => {
             Attempt::failed(FallbackReason::Timeout, Some(error_chain(e)))
         }
-        Ok(Err(e)) => Attempt::failed(FallbackReason::Network, Some(error_chain(e))),
+        Ok(Err(BodyError::Http(e))) => {
+            Attempt::failed(FallbackReason::Network, Some(error_chain(e)))
+        }
         Ok(Ok((status, retry_after, body))) => {
             let result = match classify_status(status) {
                 None => parse_text(&body).ok_or(FallbackReason::BadResponse),
@@ -114,14 +153,17 @@ pub async fn list_models(
             .send()
             .await?;
         let status = response.status();
-        Ok::<_, reqwest::Error>((status, response.bytes().await?))
+        Ok::<_, BodyError>((status, read_capped(response, MAX_BODY_BYTES).await?))
     };
     let answer = tokio::time::timeout(budget, exchange).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     match answer {
         Err(_elapsed) => DeepCheck::failed(FallbackReason::Timeout, latency_ms),
-        Ok(Err(e)) if e.is_timeout() => DeepCheck::failed(FallbackReason::Timeout, latency_ms),
-        Ok(Err(_)) => DeepCheck::failed(FallbackReason::Network, latency_ms),
+        Ok(Err(BodyError::TooLarge)) => DeepCheck::failed(FallbackReason::BadResponse, latency_ms),
+        Ok(Err(BodyError::Http(e))) if e.is_timeout() => {
+            DeepCheck::failed(FallbackReason::Timeout, latency_ms)
+        }
+        Ok(Err(BodyError::Http(_))) => DeepCheck::failed(FallbackReason::Network, latency_ms),
         Ok(Ok((status, body))) => DeepCheck {
             reachable: true,
             ok: status.is_success(),
@@ -157,22 +199,18 @@ pub fn classify_status(status: StatusCode) -> Option<FallbackReason> {
     }
 }
 
-/// The `text` of a JSON `{"text": …}` answer, trimmed.
+/// The `text` of a JSON `{"text": …}` answer, sanitised ([`filter::sanitize`]); `None` (a
+/// bad response) when there is no string `text`.
 pub fn parse_text(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value.get("text")?.as_str().map(|t| t.trim().to_string())
+    value.get("text")?.as_str().map(filter::sanitize)
 }
 
 /// `retry-after-ms` (sent by OpenAI and Azure) or `Retry-After` in seconds; HTTP dates are
 /// ignored (the normal backoff applies).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-        (value.is_finite() && value >= 0.0).then_some(value)
-    };
-    number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    retry::parse_retry_after(value("retry-after-ms"), value("retry-after"))
 }
 
 /// `error.code` (or `error.type`) of an OpenAI-style error body, when it is a plain token.
@@ -247,6 +285,16 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&date), None);
+    }
+
+    #[test]
+    fn upstream_text_is_sanitised_and_a_missing_text_is_refused() {
+        assert_eq!(
+            parse_text(br#"{"text":"ask not\u0000 what\u001b[2J"}"#).as_deref(),
+            Some("ask not what [2J")
+        );
+        assert_eq!(parse_text(br#"{"text":null}"#), None);
+        assert_eq!(parse_text(b"{}"), None);
     }
 
     #[test]

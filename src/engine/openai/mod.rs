@@ -126,7 +126,7 @@ impl OpenAiClient {
         let base = config.openai_base_url.trim().trim_end_matches('/');
         if reqwest::Url::parse(base).is_err() {
             tracing::error!(
-                base_url = base,
+                base_url = crate::config::without_userinfo(base),
                 "OPENAI_BASE_URL is not a URL; every openai request will fail"
             );
         }

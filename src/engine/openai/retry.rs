@@ -19,6 +19,27 @@ pub const BACKOFF_MAX: Duration = Duration::from_millis(1_500);
 pub const MIN_ATTEMPT_BUDGET: Duration = Duration::from_millis(150);
 /// Even with a long deadline, stop hammering a failing upstream after this many attempts.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// Longest `Retry-After` taken literally; longer ones exceed every utterance deadline anyway,
+/// so [`next_delay`] gives up, and clamping keeps absurd values (`1e20`) from overflowing.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3_600);
+
+/// `retry-after-ms` (milliseconds, preferred) or `Retry-After` (seconds) header values as
+/// a wait: never panics, `None` for anything that is not a finite non-negative number (HTTP
+/// dates included), clamped to [`RETRY_AFTER_MAX`].
+pub fn parse_retry_after(ms: Option<&str>, seconds: Option<&str>) -> Option<Duration> {
+    let parse = |text: &str, ms_per_unit: f64| -> Option<Duration> {
+        let value: f64 = text.trim().parse().ok()?;
+        if !(value.is_finite() && value >= 0.0) {
+            return None;
+        }
+        let cap = RETRY_AFTER_MAX.as_millis() as f64;
+        Some(Duration::from_millis(
+            (value * ms_per_unit).min(cap).round() as u64,
+        ))
+    };
+    ms.and_then(|ms| parse(ms, 1.0))
+        .or_else(|| seconds.and_then(|s| parse(s, 1_000.0)))
+}
 
 pub fn is_retryable(reason: FallbackReason) -> bool {
     matches!(
@@ -125,6 +146,22 @@ mod tests {
         );
         assert!(next_delay(MAX_ATTEMPTS - 1, Network, None, PLENTY, 0.0).is_some());
         assert_eq!(next_delay(MAX_ATTEMPTS, Network, None, PLENTY, 0.0), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_is_clamped_not_a_panic() {
+        assert_eq!(parse_retry_after(None, Some("1e20")), Some(RETRY_AFTER_MAX));
+        assert_eq!(
+            parse_retry_after(Some("1e308"), None),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(parse_retry_after(None, Some("-1")), None);
+        assert_eq!(parse_retry_after(None, Some("NaN")), None);
+        assert_eq!(parse_retry_after(None, Some("inf")), None);
+        assert_eq!(
+            parse_retry_after(Some("junk"), Some("0.25")),
+            Some(Duration::from_millis(250))
+        );
     }
 
     #[test]

@@ -172,17 +172,15 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Upload, ApiE
             "prompt" => prompt = value,
             "response_format" => format = ResponseFormat::parse(&value)?,
             "stream" => stream = matches!(value.as_str(), "true" | "True" | "1"),
-            "timestamp_granularities[]" | "timestamp_granularities" => {
-                if value != "segment" {
-                    return Err(ApiError::bad_request(
-                        "invalid_value",
-                        format!(
-                            "only segment timestamps are supported, got {:?}",
-                            clip(&value)
-                        ),
-                    )
-                    .with_param("timestamp_granularities"));
-                }
+            "timestamp_granularities[]" | "timestamp_granularities" if value != "segment" => {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    format!(
+                        "only segment timestamps are supported, got {:?}",
+                        clip(&value)
+                    ),
+                )
+                .with_param("timestamp_granularities"));
             }
             // Accepted and ignored, as they do not apply to this server's decoder.
             _ => {}

@@ -1,5 +1,6 @@
 //! Streaming benchmark: word error rate, final latency after the end of speech, and partial
-//! lag, with the real server and model, streaming shared/speech clips like a microphone.
+//! lag, with the real server and model, streaming corpus clips like a microphone. The corpus is
+//! `SPEECH_DIR` (default `../shared/speech`, beside the repository), not the test fixtures.
 //!
 //! ```sh
 //! cargo run --release --example bench -- [--set short] [--rate 48000] [--pace 1.0] [--streams 1] [--limit N]
@@ -75,7 +76,7 @@ async fn main() {
         };
     }
     let server = TestServer::start(config).await;
-    let dir = speech_dir().join(&args.set);
+    let dir = corpus_dir().join(&args.set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

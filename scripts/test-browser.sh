@@ -9,7 +9,7 @@
 # Usage: scripts/test-browser.sh [--screenshot] [pytest args...]
 #   --screenshot   also save the finished demo page to docs/demo.png
 # Environment: CARGO_TARGET_DIR, WHISPER_API_BIN (use this binary, build nothing),
-#   WHISPER_MODEL (default models/ggml-tiny.en.bin), SPEECH_DIR (default ../shared/speech).
+#   WHISPER_MODEL (default models/ggml-tiny.en.bin). Speech clips: tests/fixtures/speech.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

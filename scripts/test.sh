@@ -16,6 +16,9 @@ echo "== cargo deny (licences, bans, sources; advisories where the database is r
 scripts/deny.sh
 echo "== cargo test"
 cargo test --release --workspace
+echo "== monitoring and Kubernetes: promtool rule tests, a real Prometheus scraping the server,"
+echo "   the manifests rendered and validated offline"
+scripts/test-scale.sh all
 echo "== browser tests (headless Chromium)"
 scripts/test-browser.sh
 echo "== containers and deploy: lints, the production image on the real Docker engine, and a"

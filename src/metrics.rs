@@ -112,6 +112,8 @@ pub struct Metrics {
     partials_shed: Counter,
     engine_queue_depth: Gauge,
     openai_circuit_open: Gauge,
+    live_workers: Gauge,
+    storage_errors: Counter,
     partial_latency: Histogram,
     final_latency: HistogramFamily,
     local_rtf: HistogramFamily,
@@ -140,6 +142,8 @@ impl Default for Metrics {
             partials_shed: Counter::default(),
             engine_queue_depth: Gauge::default(),
             openai_circuit_open: Gauge::default(),
+            live_workers: Gauge::default(),
+            storage_errors: Counter::default(),
             partial_latency: Histogram::new(PARTIAL_LATENCY_BUCKETS_S.iter().copied()),
             final_latency,
             local_rtf,
@@ -203,6 +207,16 @@ impl Metrics {
             "whisper_openai_circuit_open",
             "1 while the OpenAI circuit breaker sends finals straight to local",
             self.openai_circuit_open.clone(),
+        );
+        r.register(
+            "whisper_live_workers",
+            "Local inference workers running (0 until the model has loaded)",
+            self.live_workers.clone(),
+        );
+        r.register(
+            "whisper_storage_errors",
+            "Failed writes or reads of stored transcripts",
+            self.storage_errors.clone(),
         );
         r.register_with_unit(
             "whisper_partial_latency",
@@ -310,6 +324,16 @@ impl Metrics {
         if let Some(label) = known("reason", &FALLBACK_REASONS, reason) {
             self.fallbacks.get_or_create(&label).inc();
         }
+    }
+
+    /// Local inference workers that are running; the "no live workers" alert fires at 0.
+    pub fn set_live_workers(&self, workers: usize) {
+        self.live_workers.set(saturating_i64(workers));
+    }
+
+    /// One failed storage operation (the transcript store counts its own errors).
+    pub fn storage_error(&self) {
+        self.storage_errors.inc();
     }
 
     pub fn set_openai_circuit_open(&self, open: bool) {

@@ -104,6 +104,8 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         config.fallback_to_local,
     );
     let _ = state.final_pass.set(final_pass);
+    // Set once here; a worker supervisor that restarts workers keeps it current.
+    state.metrics.set_live_workers(workers);
     let _ = state.engine.set(engine);
     Ok(())
 }

@@ -101,6 +101,7 @@ async fn ready_is_503_when_full_and_while_draining_and_health_stays_live() {
     assert_eq!(body["sessions"]["max"], 1);
     assert_eq!(metric(&server, "whisper_session_slots_free").await, 1.0);
     assert_eq!(metric(&server, "whisper_sessions_max").await, 1.0);
+    assert!(metric(&server, "whisper_live_workers").await >= 1.0);
 
     // One open session fills the server: not ready, but alive.
     let mut ws = connect(&server.ws_url("")).await;
@@ -202,6 +203,8 @@ async fn metrics_endpoint_keeps_its_names() {
         "whisper_partials_shed_total",
         "whisper_engine_queue_depth",
         "whisper_openai_circuit_open",
+        "whisper_live_workers",
+        "whisper_storage_errors_total",
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
     ]

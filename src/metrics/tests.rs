@@ -40,7 +40,11 @@ fn counters_and_gauges_render() {
     m.openai_request("http_5xx");
     m.fallback("circuit_open");
     m.set_openai_circuit_open(true);
+    m.set_live_workers(2);
+    m.storage_error();
     let text = m.render();
+    assert_eq!(value(&text, "whisper_live_workers"), 2.0);
+    assert_eq!(value(&text, "whisper_storage_errors_total"), 1.0);
     assert_eq!(value(&text, "whisper_sessions_active"), 0.0);
     assert_eq!(value(&text, "whisper_sessions_total"), 2.0);
     assert_eq!(value(&text, "whisper_sessions_rejected_total"), 1.0);
@@ -160,6 +164,8 @@ fn sample_names_are_unchanged() {
         "whisper_partials_shed_total",
         "whisper_engine_queue_depth",
         "whisper_openai_circuit_open",
+        "whisper_live_workers",
+        "whisper_storage_errors_total",
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
     ]

@@ -32,8 +32,14 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-/// shared/speech, a sibling of the repository (as laid out for developers and CI).
+/// The speech clips the tests stream, in the repository (tests/fixtures/speech/README.md).
 pub fn speech_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/speech")
+}
+
+/// The full speech corpus for the optional benchmark: `SPEECH_DIR`, else `../shared/speech`
+/// beside the repository. No test reads it.
+pub fn corpus_dir() -> PathBuf {
     let dir = std::env::var_os("SPEECH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/speech"));

@@ -1,4 +1,4 @@
-//! Word error rate after the normalisation shared/speech/README.md asks for.
+//! Word error rate after the normalisation tests/fixtures/speech/README.md describes.
 
 /// Lower case, punctuation removed (apostrophes kept), hyphens as spaces.
 pub fn normalise(text: &str) -> Vec<String> {

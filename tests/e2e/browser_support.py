@@ -2,8 +2,8 @@
 fake microphone, word error rate, and subtitle parsing.
 
 Paths come from the repository layout, each overridable from the environment:
-WHISPER_API_BIN (server binary), WHISPER_MODEL (model file), SPEECH_DIR (real speech clips;
-the shared directory sits beside the repository, locally and in CI).
+WHISPER_API_BIN (server binary), WHISPER_MODEL (model file). The real speech clips are in the
+repository, tests/fixtures/speech.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def model_path() -> Path:
 
 
 def speech_dir() -> Path:
-    return Path(os.environ.get("SPEECH_DIR", REPO_ROOT.parent / "shared" / "speech"))
+    return REPO_ROOT / "tests" / "fixtures" / "speech"
 
 
 def wav_duration_s(path: Path) -> float:

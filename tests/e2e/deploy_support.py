@@ -29,9 +29,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[2]
-# In CI the shared folder is a sibling of the repository clone.
-SHARED = Path(os.environ.get("WHISPER_SHARED_DIR", REPO.parent / "shared"))
-SPEECH = SHARED / "speech" / "short" / "jfk_inaugural_1961.wav"
+# The test clips live in the repository (tests/fixtures/speech/README.md).
+SPEECH_DIR = REPO / "tests" / "fixtures" / "speech"
+SPEECH = SPEECH_DIR / "short" / "jfk_inaugural_1961.wav"
 MODEL = REPO / "models" / "ggml-tiny.en.bin"
 IMAGE = os.environ.get("WHISPER_TEST_IMAGE", "whisper-api:e2e")
 CHUNK_MS = 100
@@ -72,7 +72,7 @@ def require_inputs() -> None:
     if not MODEL.is_file():
         pytest.fail(f"{MODEL} is missing: run scripts/fetch-model.sh first")
     if not SPEECH.is_file():
-        pytest.fail(f"{SPEECH} is missing: the shared speech folder must sit beside the repository")
+        pytest.fail(f"{SPEECH} is missing: the test clips are part of the repository (tests/fixtures/speech)")
 
 
 _built: dict[str, float] = {}

@@ -196,8 +196,11 @@ def test_missing_model_outside_the_models_volume_is_refused_clearly(image):
     assert "mount it" in result.stderr, result.stderr[-600:]
 
 
-def test_speech_fixture_is_where_ci_expects_it():
-    assert SPEECH.parent.parent.parent.name == "shared" and SPEECH.is_file()
+def test_speech_fixture_is_in_the_repository():
+    """A fresh clone has every clip the suites stream; nothing reads ../shared."""
+    assert SPEECH.is_file() and SPEECH.is_relative_to(REPO / "tests" / "fixtures" / "speech")
+    tracked = sh("git", "ls-files", "tests/fixtures/speech", cwd=REPO).stdout.split()
+    assert f"tests/fixtures/speech/{SPEECH.relative_to(SPEECH.parents[1])}" in tracked, tracked[:20]
 
 
 def test_model_is_fetched_into_an_empty_models_volume(image, tmp_path):

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Tests of running past one machine (scripts/test.sh calls it after the Rust suites):
+#   monitoring  promtool check/test of the alert rules, a real Prometheus scraping a real
+#               server on loopback, every metric of the rules and dashboard in /metrics (~15 s)
+#   kubernetes  deploy/kubernetes rendered with kustomize and validated against the
+#               Kubernetes schemas, offline (seconds)
+#   all         both (default)
+#
+# Installs what it needs when missing (Debian: prometheus, kubectl via kubernetes-client;
+# PyPI: pytest, kubernetes-validate), builds the release server binary when absent, fetches
+# the model when absent. Extra arguments go to pytest.
+#
+# Usage: scripts/test-scale.sh [monitoring|kubernetes|all] [pytest args...]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+
+log() { printf '[test-scale] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+suite="${1:-all}"
+[[ $# -gt 0 ]] && shift
+case "$suite" in
+    monitoring) files=(tests/monitoring/test_monitoring.py) ;;
+    kubernetes) files=(tests/monitoring/test_kubernetes.py) ;;
+    all) files=(tests/monitoring/test_monitoring.py tests/monitoring/test_kubernetes.py) ;;
+    *) die "unknown suite '$suite' (monitoring, kubernetes or all)" ;;
+esac
+
+apt_install() {
+    local sudo=()
+    [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || {
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    }
+}
+
+cd "$ROOT"
+started=$SECONDS
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+[[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
+pip_missing=()
+python3 -c 'import pytest' 2>/dev/null || pip_missing+=(pytest)
+python3 -c 'import kubernetes_validate' 2>/dev/null || pip_missing+=(kubernetes-validate)
+if [[ ${#pip_missing[@]} -gt 0 ]]; then
+    log "pip installing ${pip_missing[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check "${pip_missing[@]}"
+fi
+if [[ "$suite" != kubernetes ]]; then
+    export WHISPER_BIN="${WHISPER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/whisper-api}"
+    [[ -x "$WHISPER_BIN" ]] || cargo build --release --quiet --bin whisper-api
+    [[ -s models/ggml-tiny.en.bin ]] || scripts/fetch-model.sh tiny.en
+fi
+log "set-up took $((SECONDS - started))s; running ${files[*]}"
+python3 -m pytest -p no:cacheprovider -v "${files[@]}" "$@"
+log "took $((SECONDS - started))s"

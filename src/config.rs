@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "WHISPER_MODEL", default_value = "models/ggml-tiny.en.bin")]
     pub whisper_model: PathBuf,
 
+    /// Optional second ggml model for finals (e.g. models/ggml-base.bin); partials keep
+    /// WHISPER_MODEL. It gets its own worker pool of the same shape.
+    #[arg(long, env = "FINAL_MODEL")]
+    pub final_model: Option<PathBuf>,
+
     /// Default spoken language (ISO 639-1, or "auto" for multilingual models).
     #[arg(long, env = "LANGUAGE", default_value = "en")]
     pub language: String,
@@ -295,6 +300,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
         assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
+        assert_eq!(c.final_model, None);
         assert_eq!(c.primary_service, PrimaryService::Openai);
         assert!(c.fallback_to_local);
         let (workers, threads) = c.engine_shape();

@@ -26,6 +26,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
+    if let Some(final_model) = &config.final_model {
+        check_model_file(final_model)?;
+    }
     let state = AppState::new(config);
     let config = state.config.clone();
     let grace = config.shutdown_grace();
@@ -97,15 +100,50 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
+    let final_engine = load_final_engine(state, workers, threads)?;
     // Built once: every session shares the engine handle, the OpenAI client and the policy.
     let final_pass = FinalPass::new(
-        engine.handle(),
+        final_engine.as_ref().unwrap_or(&engine).handle(),
         state.openai.clone(),
         config.fallback_to_local,
     );
     let _ = state.final_pass.set(final_pass);
+    if let Some(final_engine) = final_engine {
+        let _ = state.final_engine.set(final_engine);
+    }
     // Set once here; a worker supervisor that restarts workers keeps it current.
     state.metrics.set_live_workers(workers);
     let _ = state.engine.set(engine);
     Ok(())
+}
+
+/// FINAL_MODEL's own pool (same shape as the partials'), so finals can use a larger or
+/// differently quantised model while partials stay fast; `None` when it is not set.
+fn load_final_engine(
+    state: &AppState,
+    workers: usize,
+    threads: usize,
+) -> anyhow::Result<Option<LocalEngine>> {
+    let config = &state.config;
+    let Some(path) = &config.final_model else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let engine = LocalEngine::load(
+        path,
+        workers,
+        threads,
+        config.engine_queue,
+        Arc::clone(&state.metrics),
+    )
+    .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
+    if !engine.multilingual() && config.language != "en" {
+        tracing::warn!(language = %config.language, "FINAL_MODEL is English-only; LANGUAGE is ignored for finals");
+    }
+    tracing::info!(
+        final_model = %path.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "final model loaded"
+    );
+    Ok(Some(engine))
 }

@@ -64,6 +64,7 @@ pub async fn health(
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
         "engine_queue": engine.queue().depth(),
         "workers_alive": workers_alive,
+        "final_model": state.final_engine.get().map(|e| e.info()),
         "primary_service": format!("{:?}", state.config.primary_service).to_lowercase(),
         "fallback_to_local": state.config.fallback_to_local,
         "openai": openai,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub engine: Arc<OnceLock<LocalEngine>>,
     /// Set with the engine: where every session's finals come from.
     pub final_pass: Arc<OnceLock<FinalPass>>,
+    /// The FINAL_MODEL pool that runs finals, when one is configured (else `engine` does).
+    pub final_engine: Arc<OnceLock<LocalEngine>>,
     pub metrics: Arc<Metrics>,
     /// `None` with `PRIMARY_SERVICE=local`.
     pub openai: Option<OpenAiClient>,
@@ -50,6 +52,7 @@ impl AppState {
             config: Arc::new(config),
             engine: Arc::new(OnceLock::new()),
             final_pass: Arc::new(OnceLock::new()),
+            final_engine: Arc::new(OnceLock::new()),
             metrics,
             captions: Arc::new(CaptionHub::new()),
             shutdown: CancellationToken::new(),

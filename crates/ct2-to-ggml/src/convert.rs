@@ -15,12 +15,13 @@ use crate::ct2::Ct2Model;
 use crate::error::{Error, Result};
 use crate::ggml::{GgmlWriter, HParams};
 use crate::names::{self, Mapping, Piece};
+use crate::quant::WeightType;
 use crate::{mel, vocab};
 
 /// The weights file of a CTranslate2 model directory.
 pub const MODEL_FILE: &str = "model.bin";
-/// The token list of a faster-whisper model directory.
-pub const VOCAB_FILE: &str = "vocabulary.txt";
+/// The token list of a faster-whisper model directory (or [`vocab::VOCAB_JSON`]).
+pub const VOCAB_FILE: &str = vocab::VOCAB_TXT;
 /// Width of one attention head in every Whisper size; gives the head count
 /// when a model predates the `num_heads` scalars.
 const HEAD_DIM: usize = 64;
@@ -42,10 +43,10 @@ struct Plan {
     dropped: Vec<(String, Piece)>,
 }
 
-/// Converts the faster-whisper model in `model_dir` to a ggml file at `out`.
-pub fn convert(model_dir: &Path, out: &Path) -> Result<Summary> {
-    let vocab_path = model_dir.join(VOCAB_FILE);
-    let vocabulary = fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
+/// Converts the faster-whisper model in `model_dir` to a ggml file at `out`,
+/// its matrices stored as `weights`.
+pub fn convert(model_dir: &Path, out: &Path, weights: WeightType) -> Result<Summary> {
+    let vocabulary = vocab::read_vocabulary(model_dir)?;
     let tokens = vocab::ggml_tokens(&vocabulary)?;
 
     let mut model = Ct2Model::open(&model_dir.join(MODEL_FILE))?;
@@ -63,8 +64,8 @@ pub fn convert(model_dir: &Path, out: &Path) -> Result<Summary> {
 
     let filters = mel::filterbank(hparams.n_mels);
     let tensors = write_atomically(out, |sink| {
-        let mut writer =
-            GgmlWriter::new(sink, &hparams, &filters, &tokens).map_err(|e| Error::io(out, e))?;
+        let mut writer = GgmlWriter::new(sink, &hparams, &filters, &tokens, weights)
+            .map_err(|e| Error::io(out, e))?;
         for name in &expected {
             let (source, piece) = &plan.sources[name];
             let (shape, data) = model.read_f32(source)?;
@@ -203,7 +204,7 @@ fn check_dropped_blocks<R: Read + Seek>(
 }
 
 /// Runs `write` on a temporary file beside `out`, then renames it into place.
-fn write_atomically<T>(
+pub(crate) fn write_atomically<T>(
     out: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
 ) -> Result<T> {

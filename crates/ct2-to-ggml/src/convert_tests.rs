@@ -182,7 +182,7 @@ fn parse(bytes: &[u8]) -> (Vec<i32>, Vec<Vec<u8>>, Vec<Tensor>) {
 fn converts_a_synthetic_model() {
     let model = synthetic_model();
     let (dir, out) = model_dir("ok", &model);
-    let summary = convert(&dir, &out).unwrap();
+    let summary = convert(&dir, &out, WeightType::F16).unwrap();
 
     let bytes = fs::read(&out).unwrap();
     assert_eq!(summary.bytes, bytes.len() as u64);
@@ -241,7 +241,7 @@ fn unknown_tensor_fails_without_writing() {
     let mut model = synthetic_model();
     model.f32("encoder/layer_0/ffn/linear_3/weight", &[1, 1], &[0.0]);
     let (dir, out) = model_dir("unknown", &model);
-    let err = convert(&dir, &out).unwrap_err();
+    let err = convert(&dir, &out, WeightType::F16).unwrap_err();
     assert!(
         matches!(err, Error::UnknownTensor(ref n) if n.ends_with("linear_3/weight")),
         "{err}"
@@ -258,14 +258,16 @@ fn missing_tensor_and_missing_vocabulary_are_named() {
         &ramp(0.0, 24),
     );
     let (dir, out) = model_dir("missing", &model);
-    let err = convert(&dir, &out).unwrap_err();
+    let err = convert(&dir, &out, WeightType::F16).unwrap_err();
     assert!(
         matches!(err, Error::MissingTensor(ref n) if n.starts_with("encoder/")),
         "{err}"
     );
 
     fs::remove_file(dir.join(VOCAB_FILE)).unwrap();
-    let err = convert(&dir, &out).unwrap_err().to_string();
+    let err = convert(&dir, &out, WeightType::F16)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("vocabulary.txt") && err.contains("No such file"),
         "{err}"
@@ -275,7 +277,7 @@ fn missing_tensor_and_missing_vocabulary_are_named() {
 #[test]
 fn refuses_a_non_zero_key_bias() {
     let (dir, out) = model_dir("keybias", &model_with_key_bias(0.5));
-    let err = convert(&dir, &out).unwrap_err();
+    let err = convert(&dir, &out, WeightType::F16).unwrap_err();
     assert!(matches!(err, Error::BadTensor { .. }), "{err}");
     assert!(
         err.to_string().contains("key bias is not zero")

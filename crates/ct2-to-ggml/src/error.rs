@@ -2,8 +2,8 @@
 //!
 //! Every message names the file or tensor at fault, because the user's only
 //! recourse is to look at that input (or fetch the model again). The crate
-//! keeps its dependencies to `half`, so `Display` is written by hand rather
-//! than derived.
+//! keeps its dependencies to `half` and `serde_json`, so `Display` is written
+//! by hand rather than derived.
 
 use std::fmt;
 use std::io;
@@ -26,6 +26,8 @@ pub enum Error {
     BadTensor { name: String, reason: String },
     /// `vocabulary.txt` cannot be decoded.
     Vocabulary(String),
+    /// An input ggml file (to re-encode) is unusable; the message names it.
+    Ggml(String),
 }
 
 impl Error {
@@ -63,7 +65,8 @@ impl fmt::Display for Error {
                 write!(f, "no tensor for `{name}` in the model; whisper.cpp needs it")
             }
             Error::BadTensor { name, reason } => write!(f, "tensor `{name}`: {reason}"),
-            Error::Vocabulary(msg) => write!(f, "vocabulary.txt: {msg}"),
+            Error::Vocabulary(msg) => write!(f, "vocabulary: {msg}"),
+            Error::Ggml(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -8,8 +8,11 @@
 //!   split of fused query/key/value projections, and the tensor order.
 //! - [`vocab`]: `vocabulary.txt` (GPT-2 byte-level text) → raw token bytes.
 //! - [`mel`]: the Slaney mel filterbank whisper.cpp reads from the file.
-//! - [`ggml`]: the ggml file writer.
+//! - [`quant`]: ggml's q8_0 and q5_1 block formats.
+//! - [`ggml`]: the ggml file writer (f16 or quantised matrices).
 //! - [`convert`]: one conversion, start to finish, written atomically.
+//! - [`requant`]: reads an existing f16/f32 ggml file and writes it again,
+//!   quantised, as whisper.cpp's `quantize` tool does.
 
 pub mod convert;
 pub mod ct2;
@@ -17,6 +20,8 @@ pub mod error;
 pub mod ggml;
 pub mod mel;
 pub mod names;
+pub mod quant;
+pub mod requant;
 pub mod vocab;
 
 #[cfg(test)]
@@ -24,3 +29,5 @@ mod testutil;
 
 pub use convert::{convert, Summary};
 pub use error::{Error, Result};
+pub use quant::WeightType;
+pub use requant::requantize;

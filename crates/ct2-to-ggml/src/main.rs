@@ -1,19 +1,60 @@
-//! `ct2-to-ggml <ct2-model-dir> <out.bin>`: the command-line face of the
+//! `ct2-to-ggml [--type TYPE] <input> <out.bin>`: the command-line face of the
 //! converter. Argument handling and reporting only; the work is in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "\
-usage: ct2-to-ggml <ct2-model-dir> <out.bin>
+use ct2_to_ggml::WeightType;
 
-Converts a faster-whisper (CTranslate2) Whisper model to a whisper.cpp ggml file.
-<ct2-model-dir> must hold model.bin and vocabulary.txt (as faster-whisper models do).
+const USAGE: &str = "\
+usage: ct2-to-ggml [--type f16|q8_0|q5_1] <ct2-model-dir | ggml-model.bin> <out.bin>
+
+Converts a faster-whisper (CTranslate2) Whisper model to a whisper.cpp ggml file, or
+re-encodes an f16 ggml file (as whisper.cpp's quantize tool does).
+<ct2-model-dir> must hold model.bin and vocabulary.txt or vocabulary.json (as
+faster-whisper models do). --type sets how weight matrices are stored (default f16;
+q8_0 and q5_1 are ggml's block formats).
 The output is written to a temporary file beside <out.bin> and renamed into place.";
 
 /// Exit status for bad arguments, as most command-line tools use.
 const EXIT_USAGE: u8 = 2;
+
+/// The parsed command line.
+struct Args {
+    weights: WeightType,
+    input: PathBuf,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut weights = WeightType::F16;
+    let mut paths = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if let Some(value) = arg.strip_prefix("--type=") {
+            weights = parse_type(value)?;
+        } else if arg == "--type" {
+            weights = parse_type(it.next().ok_or("--type needs a value")?)?;
+        } else if arg.starts_with("--") {
+            return Err(format!("unknown option {arg}"));
+        } else {
+            paths.push(PathBuf::from(arg));
+        }
+    }
+    let [input, out] = <[PathBuf; 2]>::try_from(paths)
+        .map_err(|p| format!("expected 2 paths, got {}", p.len()))?;
+    Ok(Args {
+        weights,
+        input,
+        out,
+    })
+}
+
+fn parse_type(value: &str) -> Result<WeightType, String> {
+    WeightType::parse(value)
+        .ok_or_else(|| format!("unknown --type {value} (one of: {})", WeightType::NAMES))
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,22 +62,30 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let [model_dir, out] = args.as_slice() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(EXIT_USAGE);
+    let args = match parse(&args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("ct2-to-ggml: {e}\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    let (model_dir, out) = (PathBuf::from(model_dir), PathBuf::from(out));
 
     let started = Instant::now();
-    match ct2_to_ggml::convert(&model_dir, &out) {
+    let result = if args.input.is_file() {
+        ct2_to_ggml::requantize(&args.input, &args.out, args.weights)
+    } else {
+        ct2_to_ggml::convert(&args.input, &args.out, args.weights)
+    };
+    match result {
         Ok(summary) => {
             let h = &summary.hparams;
             println!(
-                "wrote {} ({} bytes, {} tensors, {} tokens) in {:.1} s",
-                out.display(),
+                "wrote {} ({} bytes, {} tensors, {} tokens, {}) in {:.1} s",
+                args.out.display(),
                 summary.bytes,
                 summary.tensors,
                 summary.tokens,
+                args.weights.name(),
                 started.elapsed().as_secs_f64()
             );
             println!(

@@ -1,20 +1,47 @@
-//! The token table of a whisper ggml file, from faster-whisper's `vocabulary.txt`.
+//! The token table of a whisper ggml file, from faster-whisper's vocabulary.
 //!
-//! `vocabulary.txt` has one token a line in GPT-2's byte-level encoding,
+//! `vocabulary.txt` has one token a line in GPT-2's byte-level encoding
+//! (newer conversions write the same list as `vocabulary.json`),
 //! where each byte is shown as a printable character (a space is `Ġ`, a
 //! newline `Ċ`). whisper.cpp wants the raw bytes. It also wants only the text
 //! tokens and `<|endoftext|>`: the special tokens after it (start of
 //! transcript, languages, tasks, timestamps) are numbered by whisper.cpp
-//! itself from `n_vocab`, as the official converter relied on. So the table
-//! is every line up to and including the first `<|endoftext|>` — 50257
-//! entries for English-only models, 50258 for multilingual ones.
+//! itself from `n_vocab`, as the official converter relied on. The official
+//! files hold GPT-2's 50257 text tokens: for English-only models the last is
+//! `<|endoftext|>` itself (id 50256); multilingual models have one more text
+//! token, and their `<|endoftext|>` (50257) is left to whisper.cpp. So the
+//! table is every token up to and including the first `<|endoftext|>`, at
+//! most 50257 — which gives the official files' exact sizes (tiny.en
+//! 77,704,715 bytes, base 147,951,465).
 
 use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
 /// The token that ends the text vocabulary.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
+/// Text tokens in every official whisper ggml file (GPT-2's vocabulary size).
+pub const TEXT_TOKENS: usize = 50257;
+/// The token list of older faster-whisper conversions: one token a line.
+pub const VOCAB_TXT: &str = "vocabulary.txt";
+/// The token list of newer ones: a JSON array of strings.
+pub const VOCAB_JSON: &str = "vocabulary.json";
+
+/// Reads the token list of a faster-whisper model directory, from
+/// `vocabulary.txt` or else `vocabulary.json`.
+pub fn read_vocabulary(dir: &Path) -> Result<Vec<String>> {
+    let txt = dir.join(VOCAB_TXT);
+    let json = dir.join(VOCAB_JSON);
+    if !txt.exists() && json.exists() {
+        let text = fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+        return serde_json::from_str(&text)
+            .map_err(|e| Error::Vocabulary(format!("{VOCAB_JSON} is not a list of strings: {e}")));
+    }
+    let text = fs::read_to_string(&txt).map_err(|e| Error::io(&txt, e))?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
 
 /// GPT-2's printable stand-in for each byte (`bytes_to_unicode`): bytes that
 /// are visible Latin-1 characters stand for themselves, the other 68 are
@@ -62,11 +89,14 @@ impl Default for ByteDecoder {
     }
 }
 
-/// Decodes `vocabulary.txt` into the tokens a ggml file stores.
-pub fn ggml_tokens(vocabulary: &str) -> Result<Vec<Vec<u8>>> {
+/// Decodes the token list into the tokens a ggml file stores.
+pub fn ggml_tokens<S: AsRef<str>>(vocabulary: &[S]) -> Result<Vec<Vec<u8>>> {
     let decoder = ByteDecoder::new();
     let mut tokens = Vec::new();
-    for (i, line) in vocabulary.lines().enumerate() {
+    for (i, line) in vocabulary.iter().map(AsRef::as_ref).enumerate() {
+        if tokens.len() == TEXT_TOKENS {
+            break;
+        }
         if line == END_OF_TEXT {
             tokens.push(line.as_bytes().to_vec());
             return Ok(tokens);
@@ -79,7 +109,13 @@ pub fn ggml_tokens(vocabulary: &str) -> Result<Vec<Vec<u8>>> {
         })?;
         tokens.push(bytes);
     }
-    Err(Error::Vocabulary(format!("no `{END_OF_TEXT}` line")))
+    if vocabulary.get(TEXT_TOKENS).map(AsRef::as_ref) == Some(END_OF_TEXT) {
+        return Ok(tokens); // multilingual: `<|endoftext|>` is id 50257
+    }
+    Err(Error::Vocabulary(format!(
+        "no `{END_OF_TEXT}` within the first {} tokens",
+        TEXT_TOKENS + 1
+    )))
 }
 
 #[cfg(test)]
@@ -114,8 +150,14 @@ mod tests {
 
     #[test]
     fn keeps_lines_up_to_end_of_text() {
-        let text = "!\nĠa\n<|endoftext|>\n<|startoftranscript|>\n<|en|>\n";
-        let tokens = ggml_tokens(text).unwrap();
+        let text = [
+            "!",
+            "Ġa",
+            "<|endoftext|>",
+            "<|startoftranscript|>",
+            "<|en|>",
+        ];
+        let tokens = ggml_tokens(&text).unwrap();
         assert_eq!(
             tokens,
             [
@@ -128,9 +170,50 @@ mod tests {
 
     #[test]
     fn reports_bad_lines_and_a_missing_end() {
-        let err = ggml_tokens("a\n€\n<|endoftext|>\n").unwrap_err();
+        let err = ggml_tokens(&["a", "€", "<|endoftext|>"]).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
-        let err = ggml_tokens("a\nb\n").unwrap_err();
+        let err = ggml_tokens(&["a", "b"]).unwrap_err();
         assert!(err.to_string().contains("<|endoftext|>"), "{err}");
+    }
+
+    #[test]
+    fn keeps_at_most_the_text_vocabulary() {
+        // English-only: `<|endoftext|>` is the 50257th token and is kept.
+        let mut english = vec!["a".to_string(); TEXT_TOKENS - 1];
+        english.extend([END_OF_TEXT.to_string(), "<|startoftranscript|>".into()]);
+        let tokens = ggml_tokens(&english).unwrap();
+        assert_eq!(tokens.len(), TEXT_TOKENS);
+        assert_eq!(tokens.last().unwrap(), END_OF_TEXT.as_bytes());
+        // Multilingual: one more text token (empty, as the model files have
+        // it), and `<|endoftext|>` is left out.
+        let mut multi = vec!["a".to_string(); TEXT_TOKENS - 1];
+        multi.extend([
+            String::new(),
+            END_OF_TEXT.into(),
+            "<|startoftranscript|>".into(),
+        ]);
+        let tokens = ggml_tokens(&multi).unwrap();
+        assert_eq!(tokens.len(), TEXT_TOKENS);
+        assert_eq!(tokens.last().unwrap(), b"");
+        // More text tokens than that, and no end: not a Whisper vocabulary.
+        let err = ggml_tokens(&vec!["a"; TEXT_TOKENS + 5]).unwrap_err();
+        assert!(err.to_string().contains("50258"), "{err}");
+    }
+
+    #[test]
+    fn reads_txt_or_json() {
+        let dir = crate::testutil::temp_dir("vocab");
+        fs::write(dir.join(VOCAB_JSON), r#"["!", "\u0120a", "<|endoftext|>"]"#).unwrap();
+        assert_eq!(read_vocabulary(&dir).unwrap(), ["!", "Ġa", "<|endoftext|>"]);
+        fs::write(dir.join(VOCAB_TXT), "b\n<|endoftext|>\n").unwrap();
+        assert_eq!(
+            read_vocabulary(&dir).unwrap(),
+            ["b", "<|endoftext|>"],
+            "txt first"
+        );
+        fs::remove_file(dir.join(VOCAB_TXT)).unwrap();
+        fs::write(dir.join(VOCAB_JSON), "{}").unwrap();
+        let err = read_vocabulary(&dir).unwrap_err().to_string();
+        assert!(err.contains("vocabulary.json is not a list"), "{err}");
     }
 }

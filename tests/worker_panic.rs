@@ -7,6 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use whisper_api::config::FinalWindow;
+use whisper_api::engine::EngineOptions;
 use whisper_api::engine::{EngineError, JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 
@@ -24,7 +26,8 @@ fn request(audio: &Arc<Vec<f32>>, prompt: &str) -> TranscribeRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_job_fails_alone_and_every_worker_survives() {
     let engine = tokio::task::spawn_blocking(|| {
-        LocalEngine::load(&model_path(), WORKERS, 1, 8, Arc::new(Metrics::new())).unwrap()
+        let options = EngineOptions::new(WORKERS, 1, 8, FinalWindow::Full);
+        LocalEngine::load(&model_path(), options, Arc::new(Metrics::new())).unwrap()
     })
     .await
     .unwrap();

@@ -14,16 +14,20 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use super::{filter, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
+use super::{filter, repetition, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::audio::PIPELINE_RATE;
+use crate::config::FinalWindow;
 use crate::metrics::Metrics;
 
 /// "ggml" as the little-endian u32 at the start of every ggml whisper model.
 const GGML_MAGIC: u32 = 0x6767_6d6c;
 /// whisper's encoder sees 30 s as 1500 frames: 50 per second of audio.
 const AUDIO_CTX_PER_SECOND: usize = 50;
-/// Extra encoder frames for partials, so words at the very end are not clipped.
+/// Extra encoder frames beyond the audio (64 = 1.28 s), so words at the very end are not
+/// clipped.
 const AUDIO_CTX_MARGIN: usize = 64;
+/// whisper's full window: 30 s of encoder frames.
+const FULL_AUDIO_CTX: usize = 1500;
 /// whisper.cpp pads input shorter than this, and mis-decodes much shorter audio.
 const MIN_AUDIO_SAMPLES: usize = PIPELINE_RATE as usize + PIPELINE_RATE as usize / 10;
 /// Upper bound on partial length in tokens.
@@ -77,6 +81,46 @@ pub fn check_model_file(path: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// How the pool is laid out and how finals are decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    pub workers: usize,
+    pub threads: usize,
+    pub queue_capacity: usize,
+    pub final_window: FinalWindow,
+    /// What a sized final that loops gets (measurement knob; the server retries).
+    pub on_loop: OnLoop,
+    /// Encoder frames beyond the audio for sized windows (50 per second).
+    pub ctx_margin: usize,
+}
+
+/// What becomes of a sized final whose text loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLoop {
+    /// Decode it again over the full window (its loop cut off if it loops there too).
+    FullWindow,
+    /// Keep the sized text with the loop cut off.
+    Trim,
+}
+
+impl EngineOptions {
+    pub fn new(
+        workers: usize,
+        threads: usize,
+        queue_capacity: usize,
+        final_window: FinalWindow,
+    ) -> Self {
+        Self {
+            workers,
+            threads,
+            queue_capacity,
+            final_window,
+            on_loop: OnLoop::FullWindow,
+            ctx_margin: AUDIO_CTX_MARGIN,
+        }
+    }
+}
+
 /// The worker pool. Dropping it closes the queue and joins the workers.
 pub struct LocalEngine {
     queue: Arc<JobQueue>,
@@ -90,11 +134,15 @@ impl LocalEngine {
     /// Loads the model (blocking: call from `spawn_blocking`) and starts the workers.
     pub fn load(
         path: &Path,
-        workers: usize,
-        threads: usize,
-        queue_capacity: usize,
+        options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ModelError> {
+        let EngineOptions {
+            workers,
+            threads,
+            queue_capacity,
+            ..
+        } = options;
         check_model_file(path)?;
         whisper_rs::install_logging_hooks();
         let path_str = path.to_string_lossy().to_string();
@@ -122,6 +170,7 @@ impl LocalEngine {
                 ctx: ctx.clone(),
                 state,
                 threads,
+                options,
                 queue: queue.clone(),
                 metrics: metrics.clone(),
                 alive: alive.clone(),
@@ -178,6 +227,7 @@ struct Worker {
     ctx: Arc<WhisperContext>,
     state: WhisperState,
     threads: usize,
+    options: EngineOptions,
     queue: Arc<JobQueue>,
     metrics: Arc<Metrics>,
     alive: Arc<AtomicUsize>,
@@ -244,7 +294,38 @@ impl Worker {
         }
     }
 
+    /// The job's text. Partials and (with `FINAL_WINDOW=sized`) finals run an encoder sized
+    /// to the audio, about 3-5x cheaper than the full window; a sized final that loops is
+    /// decoded again over the full window.
     fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
+        let secs = job.audio.len() as f64 / PIPELINE_RATE as f64;
+        match (job.kind, self.options.final_window) {
+            // The session cuts a partial's loops before showing it.
+            (JobKind::Partial, _) => self.decode(job, Window::Sized),
+            (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full),
+            (JobKind::Final, FinalWindow::Sized) => {
+                let sized = self.decode(job, Window::Sized)?;
+                let Some(kind) = repetition::detect(&sized.text, secs) else {
+                    return Ok(sized);
+                };
+                tracing::debug!(?kind, text = %sized.text, "sized final looped");
+                if self.options.on_loop == OnLoop::Trim {
+                    let text = repetition::trim(&sized.text, secs);
+                    return Ok(Transcript {
+                        text,
+                        full_window_retry: false,
+                        ..sized
+                    });
+                }
+                let mut full = self.decode(job, Window::Full)?;
+                full.text = repetition::trim(&full.text, secs);
+                full.full_window_retry = true;
+                Ok(full)
+            }
+        }
+    }
+
+    fn decode(&mut self, job: &Job, window: Window) -> Result<Transcript, EngineError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads as i32);
         params.set_print_special(false);
@@ -273,13 +354,16 @@ impl Worker {
         } else {
             &job.audio
         };
-        if job.kind == JobKind::Partial {
-            // Partials: encoder sized to the audio, one segment, no timestamps, no fallback.
-            let ctx =
-                audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
-            params.set_audio_ctx(ctx.min(1500) as i32);
+        if window == Window::Sized {
+            // Encoder sized to the audio, one segment, no timestamps.
+            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize
+                + self.options.ctx_margin;
+            params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);
+        }
+        if job.kind == JobKind::Partial {
+            // No temperature fallback: a partial is soon replaced anyway.
             params.set_temperature_inc(0.0);
             // Bounded by the audio's length: on very short audio tiny models can loop
             // ("Produce, produce, …") and hold a worker for seconds.
@@ -302,7 +386,7 @@ impl Worker {
         Ok(Transcript {
             text: filter::clean(&text, no_speech_prob, &job.audio),
             no_speech_prob,
-            inference: Duration::ZERO,
+            ..Transcript::default()
         })
     }
 }
@@ -314,4 +398,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-text panic".into())
+}
+
+/// How much of whisper's 30 s window the encoder runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    Sized,
+    Full,
 }

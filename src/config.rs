@@ -53,6 +53,17 @@ pub enum PrimaryService {
     Local,
 }
 
+/// How much audio whisper's encoder sees for a local final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalWindow {
+    /// An encoder context sized to the utterance, with a loop guard that falls back to the
+    /// full window when the sized result repeats itself.
+    Sized,
+    /// whisper's full 30 s window, as whisper.cpp does by default (slower, ~2 s on a core).
+    Full,
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "whisper-api",
@@ -108,6 +119,10 @@ pub struct Config {
     /// Interval between partial transcripts of an open utterance, in milliseconds.
     #[arg(long, env = "PARTIAL_INTERVAL_MS", default_value_t = 700)]
     pub partial_interval_ms: u32,
+
+    /// Encoder window of local finals: `sized` (to the utterance, loop-guarded) or `full`.
+    #[arg(long, env = "FINAL_WINDOW", value_enum, default_value_t = FinalWindow::Sized)]
+    pub final_window: FinalWindow,
 
     /// Local inference workers (each owns a whisper state); 0 = derived from the core count.
     #[arg(long, env = "WORKERS", default_value_t = 0)]

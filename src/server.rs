@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::whisper::check_model_file;
-use crate::engine::{FinalPass, LocalEngine};
+use crate::engine::{EngineOptions, FinalPass, LocalEngine};
 use crate::http::{self, AppState};
 
 /// Time allowed after the grace period for sessions to write their close frames.
@@ -82,14 +82,9 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(
-        &config.whisper_model,
-        workers,
-        threads,
-        config.engine_queue,
-        Arc::clone(&state.metrics),
-    )
-    .with_context(|| format!("loading {}", config.whisper_model.display()))?;
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let engine = LocalEngine::load(&config.whisper_model, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "the model is English-only; LANGUAGE is ignored");
     }
@@ -97,6 +92,7 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         model = %config.whisper_model.display(),
         workers,
         threads,
+        final_window = ?config.final_window,
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
@@ -129,14 +125,9 @@ fn load_final_engine(
         return Ok(None);
     };
     let started = std::time::Instant::now();
-    let engine = LocalEngine::load(
-        path,
-        workers,
-        threads,
-        config.engine_queue,
-        Arc::clone(&state.metrics),
-    )
-    .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
+    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let engine = LocalEngine::load(path, options, Arc::clone(&state.metrics))
+        .with_context(|| format!("loading FINAL_MODEL {}", path.display()))?;
     if !engine.multilingual() && config.language != "en" {
         tracing::warn!(language = %config.language, "FINAL_MODEL is English-only; LANGUAGE is ignored for finals");
     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use whisper_api::audio::wav;
-use whisper_api::engine::{JobKind, LocalEngine, TranscribeRequest};
+use whisper_api::config::FinalWindow;
+use whisper_api::engine::{EngineOptions, JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 
 fn cpu_seconds() -> f64 {
@@ -42,7 +43,8 @@ async fn main() {
     let secs = audio.len() as f64 / 16_000.0;
     let model = std::env::var("WHISPER_MODEL").unwrap_or_else(|_| "models/ggml-tiny.en.bin".into());
     for n in threads {
-        let engine = LocalEngine::load(model.as_ref(), 1, n, 4, Arc::new(Metrics::new())).unwrap();
+        let options = EngineOptions::new(1, n, 4, FinalWindow::Full);
+        let engine = LocalEngine::load(model.as_ref(), options, Arc::new(Metrics::new())).unwrap();
         for kind in [JobKind::Final, JobKind::Partial] {
             for _ in 0..3 {
                 let request = TranscribeRequest {

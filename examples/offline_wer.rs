@@ -101,7 +101,15 @@ async fn main() {
     } else {
         "sized"
     };
-    let engine = LocalEngine::load(&args.model, 1, args.threads, 4, Arc::new(Metrics::new()))
+    // Finals over the full window (the offline reference); see examples/final_window.rs for
+    // the sized final window the server uses.
+    let options = whisper_api::engine::EngineOptions::new(
+        1,
+        args.threads,
+        4,
+        whisper_api::config::FinalWindow::Full,
+    );
+    let engine = LocalEngine::load(&args.model, options, Arc::new(Metrics::new()))
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = speech_dir().join(&args.set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)

@@ -5,9 +5,12 @@
 #   kubernetes  deploy/kubernetes rendered with kustomize and validated against the
 #               Kubernetes schemas, offline (seconds)
 #   all         both (default)
+#   replicas    two app replicas behind nginx on the real Docker engine, live streams, one
+#               drained (tests/e2e/test_replicas.py; reuses the container suite's image, so
+#               scripts/test.sh runs it after scripts/test-deploy.sh)            (~1-2 min)
 #
 # Installs what it needs when missing (Debian: prometheus, kubectl via kubernetes-client;
-# PyPI: pytest, kubernetes-validate), builds the release server binary when absent, fetches
+# PyPI: pytest, kubernetes-validate, websockets), builds the release server binary when absent, fetches
 # the model when absent. Extra arguments go to pytest.
 #
 # Usage: scripts/test-scale.sh [monitoring|kubernetes|all] [pytest args...]
@@ -25,7 +28,8 @@ case "$suite" in
     monitoring) files=(tests/monitoring/test_monitoring.py) ;;
     kubernetes) files=(tests/monitoring/test_kubernetes.py) ;;
     all) files=(tests/monitoring/test_monitoring.py tests/monitoring/test_kubernetes.py) ;;
-    *) die "unknown suite '$suite' (monitoring, kubernetes or all)" ;;
+    replicas) files=(tests/e2e/test_replicas.py) ;;
+    *) die "unknown suite '$suite' (monitoring, kubernetes, replicas or all)" ;;
 esac
 
 apt_install() {
@@ -47,11 +51,17 @@ command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 pip_missing=()
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=(pytest)
 python3 -c 'import kubernetes_validate' 2>/dev/null || pip_missing+=(kubernetes-validate)
+python3 -c 'import websockets.sync.client' 2>/dev/null || pip_missing+=(websockets)
 if [[ ${#pip_missing[@]} -gt 0 ]]; then
     log "pip installing ${pip_missing[*]}"
     python3 -m pip install --quiet --disable-pip-version-check "${pip_missing[@]}"
 fi
-if [[ "$suite" != kubernetes ]]; then
+if [[ "$suite" == replicas ]]; then
+    command -v docker >/dev/null 2>&1 || die "docker is not installed: the replicas test needs a real Docker engine"
+    docker info >/dev/null 2>&1 || die "the Docker engine is unavailable (is dockerd running?)"
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap # for the local base images
+    [[ -s models/ggml-tiny.en.bin ]] || scripts/fetch-model.sh tiny.en
+elif [[ "$suite" != kubernetes ]]; then
     export WHISPER_BIN="${WHISPER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/whisper-api}"
     [[ -x "$WHISPER_BIN" ]] || cargo build --release --quiet --bin whisper-api
     [[ -s models/ggml-tiny.en.bin ]] || scripts/fetch-model.sh tiny.en

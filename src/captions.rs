@@ -181,6 +181,7 @@ mod tests {
         ServerMessage::Partial {
             utterance,
             text: text.into(),
+            stable: String::new(),
             start_ms: 0,
             end_ms: 100,
         }

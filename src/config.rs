@@ -53,6 +53,17 @@ pub enum PrimaryService {
     Local,
 }
 
+/// How much audio whisper's encoder sees for a local final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalWindow {
+    /// An encoder context sized to the utterance, with a loop guard that falls back to the
+    /// full window when the sized result repeats itself.
+    Sized,
+    /// whisper's full 30 s window, as whisper.cpp does by default (slower, ~2 s on a core).
+    Full,
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "whisper-api",
@@ -108,6 +119,10 @@ pub struct Config {
     /// Interval between partial transcripts of an open utterance, in milliseconds.
     #[arg(long, env = "PARTIAL_INTERVAL_MS", default_value_t = 700)]
     pub partial_interval_ms: u32,
+
+    /// Encoder window of local finals: `sized` (to the utterance, loop-guarded) or `full`.
+    #[arg(long, env = "FINAL_WINDOW", value_enum, default_value_t = FinalWindow::Sized)]
+    pub final_window: FinalWindow,
 
     /// Local inference workers (each owns a whisper state); 0 = derived from the core count.
     #[arg(long, env = "WORKERS", default_value_t = 0)]
@@ -182,6 +197,31 @@ pub struct Config {
     /// How long the open circuit sends finals straight to local, in milliseconds.
     #[arg(long, env = "OPENAI_CIRCUIT_COOLDOWN_MS", default_value_t = 30_000)]
     pub openai_circuit_cooldown_ms: u64,
+
+    /// Where transcripts are kept: sqlite://PATH (created at start), postgres://… or none.
+    /// Treated as a secret: a PostgreSQL URL may hold a password.
+    #[arg(
+        long,
+        env = "STORAGE_URL",
+        default_value = "sqlite://storage/transcripts.db"
+    )]
+    pub storage_url: Secret,
+
+    /// Stored transcripts older than this many days are deleted; 0 keeps them forever.
+    #[arg(long, env = "TRANSCRIPT_RETENTION_DAYS", default_value_t = 30)]
+    pub transcript_retention_days: u32,
+
+    /// Longest a transcript write may hold back a final before it is sent anyway, in milliseconds.
+    #[arg(long, env = "STORAGE_TIMEOUT_MS", default_value_t = 1_000)]
+    pub storage_timeout_ms: u64,
+
+    /// Largest audio file accepted by /v1/audio/transcriptions, in bytes (OpenAI's limit).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// File transcriptions that may run at once; further ones get 429.
+    #[arg(long, env = "MAX_FILE_JOBS", default_value_t = 2)]
+    pub max_file_jobs: usize,
 }
 
 impl Config {
@@ -202,6 +242,10 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn storage_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage_timeout_ms)
     }
 
     pub fn openai_timeout(&self) -> Duration {

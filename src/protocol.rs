@@ -98,7 +98,11 @@ pub enum ServerMessage {
     },
     Partial {
         utterance: u64,
+        /// The whole provisional text; starts with `stable`.
         text: String,
+        /// The committed prefix of `text`: it never changes within an utterance, only grows.
+        #[serde(default)]
+        stable: String,
         start_ms: u64,
         end_ms: u64,
     },

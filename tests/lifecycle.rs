@@ -70,7 +70,7 @@ async fn shutdown_sends_the_open_utterance_final_then_closes_with_1012() {
     read_all(&mut ws, &mut t, Duration::from_secs(60)).await;
     assert_well_formed(&t);
     let finals = t.of_kind("final");
-    assert_eq!(finals.len(), 1, "{:?}", t.messages);
+    assert_eq!(finals.len(), 1, "{:?} close {:?}", t.messages, t.close_code);
     assert!(
         wer(&t.final_text(), "And so my fellow Americans") <= 0.4,
         "{}",

@@ -106,7 +106,12 @@ fn quantised_tiny_en(t: WeightType) -> PathBuf {
 }
 
 fn transcribe(model: &Path, audio: &Arc<Vec<f32>>) -> String {
-    let engine = LocalEngine::load(model, 1, 2, 4, Arc::new(Metrics::new())).unwrap();
+    let engine = LocalEngine::load(
+        model,
+        whisper_api::engine::EngineOptions::new(1, 2, 4, whisper_api::config::FinalWindow::Full),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     assert_eq!(engine.info().kind, "tiny", "{}", model.display());
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

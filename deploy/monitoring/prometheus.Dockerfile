@@ -5,10 +5,10 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${RUNTIME_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# The package's `prometheus` user is made first with a fixed uid, so USER can name it by number.
+# The package's `prometheus` user is made first with a fixed system uid (990), so USER can name it by number.
 # hadolint ignore=DL3008
-RUN groupadd --system --gid 10002 prometheus \
-    && useradd --system --uid 10002 --gid prometheus --home-dir /var/lib/prometheus --shell /usr/sbin/nologin prometheus \
+RUN groupadd --system --gid 990 prometheus \
+    && useradd --system --uid 990 --gid prometheus --home-dir /var/lib/prometheus --shell /usr/sbin/nologin prometheus \
     && apt-get update \
     && apt-get install -y --no-install-recommends prometheus curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -17,7 +17,7 @@ RUN groupadd --system --gid 10002 prometheus \
 COPY prometheus/prometheus.yml /etc/prometheus/prometheus.yml
 COPY prometheus/rules/whisper-alerts.yml /etc/prometheus/rules/whisper-alerts.yml
 
-USER 10002:10002
+USER 990:990
 EXPOSE 9090
 VOLUME ["/prometheus"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

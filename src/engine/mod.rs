@@ -10,6 +10,7 @@ pub mod filter;
 pub mod final_pass;
 pub mod openai;
 pub mod queue;
+pub mod repetition;
 pub mod whisper;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use final_pass::{FinalPass, FinalRequest, FinalResult, Preview};
 pub use queue::JobQueue;
-pub use whisper::{LocalEngine, ModelError, ModelInfo};
+pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop};
 
 /// What a job is for: finals use the full decoder, partials trade accuracy for speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Transcript {
     pub no_speech_prob: f32,
     /// Time the worker spent on it.
     pub inference: Duration,
+    /// A sized final looped and was decoded again over the full window.
+    pub full_window_retry: bool,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

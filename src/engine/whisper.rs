@@ -3,7 +3,9 @@
 //! One `WhisperContext` (the weights) is shared; each worker thread owns a `WhisperState`
 //! (the KV caches and buffers) and takes jobs from the [`JobQueue`].
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,16 +14,20 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use super::{filter, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
+use super::{filter, repetition, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::audio::PIPELINE_RATE;
+use crate::config::FinalWindow;
 use crate::metrics::Metrics;
 
 /// "ggml" as the little-endian u32 at the start of every ggml whisper model.
 const GGML_MAGIC: u32 = 0x6767_6d6c;
 /// whisper's encoder sees 30 s as 1500 frames: 50 per second of audio.
 const AUDIO_CTX_PER_SECOND: usize = 50;
-/// Extra encoder frames for partials, so words at the very end are not clipped.
+/// Extra encoder frames beyond the audio (64 = 1.28 s), so words at the very end are not
+/// clipped.
 const AUDIO_CTX_MARGIN: usize = 64;
+/// whisper's full window: 30 s of encoder frames.
+const FULL_AUDIO_CTX: usize = 1500;
 /// whisper.cpp pads input shorter than this, and mis-decodes much shorter audio.
 const MIN_AUDIO_SAMPLES: usize = PIPELINE_RATE as usize + PIPELINE_RATE as usize / 10;
 /// Upper bound on partial length in tokens.
@@ -75,22 +81,68 @@ pub fn check_model_file(path: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// How the pool is laid out and how finals are decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    pub workers: usize,
+    pub threads: usize,
+    pub queue_capacity: usize,
+    pub final_window: FinalWindow,
+    /// What a sized final that loops gets (measurement knob; the server retries).
+    pub on_loop: OnLoop,
+    /// Encoder frames beyond the audio for sized windows (50 per second).
+    pub ctx_margin: usize,
+}
+
+/// What becomes of a sized final whose text loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLoop {
+    /// Decode it again over the full window (its loop cut off if it loops there too).
+    FullWindow,
+    /// Keep the sized text with the loop cut off.
+    Trim,
+}
+
+impl EngineOptions {
+    pub fn new(
+        workers: usize,
+        threads: usize,
+        queue_capacity: usize,
+        final_window: FinalWindow,
+    ) -> Self {
+        Self {
+            workers,
+            threads,
+            queue_capacity,
+            final_window,
+            on_loop: OnLoop::FullWindow,
+            ctx_margin: AUDIO_CTX_MARGIN,
+        }
+    }
+}
+
 /// The worker pool. Dropping it closes the queue and joins the workers.
 pub struct LocalEngine {
     queue: Arc<JobQueue>,
     workers: Vec<JoinHandle<()>>,
     info: ModelInfo,
+    /// Workers still taking jobs: one whose state could not be rebuilt after a panic leaves.
+    alive: Arc<AtomicUsize>,
 }
 
 impl LocalEngine {
     /// Loads the model (blocking: call from `spawn_blocking`) and starts the workers.
     pub fn load(
         path: &Path,
-        workers: usize,
-        threads: usize,
-        queue_capacity: usize,
+        options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ModelError> {
+        let EngineOptions {
+            workers,
+            threads,
+            queue_capacity,
+            ..
+        } = options;
         check_model_file(path)?;
         whisper_rs::install_logging_hooks();
         let path_str = path.to_string_lossy().to_string();
@@ -109,16 +161,21 @@ impl LocalEngine {
         let ctx = Arc::new(ctx);
         let queue = Arc::new(JobQueue::new(queue_capacity));
         let mut handles = Vec::with_capacity(workers);
+        let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
             let state = ctx
                 .create_state()
                 .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
             let worker = Worker {
+                ctx: ctx.clone(),
                 state,
                 threads,
+                options,
                 queue: queue.clone(),
                 metrics: metrics.clone(),
+                alive: alive.clone(),
             };
+            alive.fetch_add(1, Ordering::SeqCst);
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
                 .spawn(move || worker.run())
@@ -129,6 +186,7 @@ impl LocalEngine {
             queue,
             workers: handles,
             info,
+            alive,
         })
     }
 
@@ -148,6 +206,11 @@ impl LocalEngine {
     pub fn multilingual(&self) -> bool {
         self.info.multilingual
     }
+
+    /// Workers still taking jobs; `/health` fails when none are left.
+    pub fn live_workers(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for LocalEngine {
@@ -160,10 +223,14 @@ impl Drop for LocalEngine {
 }
 
 struct Worker {
+    /// Kept to rebuild `state` after a panic left it in an unknown condition.
+    ctx: Arc<WhisperContext>,
     state: WhisperState,
     threads: usize,
+    options: EngineOptions,
     queue: Arc<JobQueue>,
     metrics: Arc<Metrics>,
+    alive: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -175,7 +242,20 @@ impl Worker {
             }
             let _span = job.span.clone().entered();
             let started = Instant::now();
-            let result = self.transcribe(&job);
+            // A panic in whisper-rs (it panics on a NUL in a prompt, for one) must cost this
+            // job only, not the worker and with it every session's finals.
+            let result = match catch_unwind(AssertUnwindSafe(|| self.transcribe(&job))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    let _ = job
+                        .reply
+                        .send(Err(EngineError::Inference("inference panicked".into())));
+                    if !self.recover(panic_message(&panic)) {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let elapsed = started.elapsed();
             let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
             self.metrics
@@ -189,7 +269,63 @@ impl Worker {
         tracing::debug!(worker = ?std::thread::current().name(), "whisper worker stopped");
     }
 
+    /// After a panic: a fresh whisper state replaces the one the panic interrupted. `false`
+    /// (the worker leaves the pool) when no state can be made.
+    fn recover(&mut self, message: String) -> bool {
+        let worker = std::thread::current()
+            .name()
+            .unwrap_or("whisper")
+            .to_string();
+        match self.ctx.create_state() {
+            Ok(state) => {
+                self.state = state;
+                tracing::error!(
+                    worker,
+                    panic = message,
+                    "inference panicked; job failed, worker state rebuilt"
+                );
+                true
+            }
+            Err(e) => {
+                self.alive.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(worker, panic = message, error = %e, "inference panicked and the worker state cannot be rebuilt; worker stopped");
+                false
+            }
+        }
+    }
+
+    /// The job's text. Partials and (with `FINAL_WINDOW=sized`) finals run an encoder sized
+    /// to the audio, about 3-5x cheaper than the full window; a sized final that loops is
+    /// decoded again over the full window.
     fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
+        let secs = job.audio.len() as f64 / PIPELINE_RATE as f64;
+        match (job.kind, self.options.final_window) {
+            // The session cuts a partial's loops before showing it.
+            (JobKind::Partial, _) => self.decode(job, Window::Sized),
+            (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full),
+            (JobKind::Final, FinalWindow::Sized) => {
+                let sized = self.decode(job, Window::Sized)?;
+                let Some(kind) = repetition::detect(&sized.text, secs) else {
+                    return Ok(sized);
+                };
+                tracing::debug!(?kind, text = %sized.text, "sized final looped");
+                if self.options.on_loop == OnLoop::Trim {
+                    let text = repetition::trim(&sized.text, secs);
+                    return Ok(Transcript {
+                        text,
+                        full_window_retry: false,
+                        ..sized
+                    });
+                }
+                let mut full = self.decode(job, Window::Full)?;
+                full.text = repetition::trim(&full.text, secs);
+                full.full_window_retry = true;
+                Ok(full)
+            }
+        }
+    }
+
+    fn decode(&mut self, job: &Job, window: Window) -> Result<Transcript, EngineError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads as i32);
         params.set_print_special(false);
@@ -218,13 +354,16 @@ impl Worker {
         } else {
             &job.audio
         };
-        if job.kind == JobKind::Partial {
-            // Partials: encoder sized to the audio, one segment, no timestamps, no fallback.
-            let ctx =
-                audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + AUDIO_CTX_MARGIN;
-            params.set_audio_ctx(ctx.min(1500) as i32);
+        if window == Window::Sized {
+            // Encoder sized to the audio, one segment, no timestamps.
+            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize
+                + self.options.ctx_margin;
+            params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);
+        }
+        if job.kind == JobKind::Partial {
+            // No temperature fallback: a partial is soon replaced anyway.
             params.set_temperature_inc(0.0);
             // Bounded by the audio's length: on very short audio tiny models can loop
             // ("Produce, produce, …") and hold a worker for seconds.
@@ -247,7 +386,23 @@ impl Worker {
         Ok(Transcript {
             text: filter::clean(&text, no_speech_prob, &job.audio),
             no_speech_prob,
-            inference: Duration::ZERO,
+            ..Transcript::default()
         })
     }
+}
+
+/// The text of a caught panic, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".into())
+}
+
+/// How much of whisper's 30 s window the encoder runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    Sized,
+    Full,
 }

@@ -107,6 +107,7 @@ mod tests {
         ServerMessage::Partial {
             utterance: 0,
             text: text.into(),
+            stable: String::new(),
             start_ms: 0,
             end_ms: 10,
         }

@@ -11,10 +11,11 @@ pub mod outbox;
 pub mod params;
 pub mod partials;
 pub mod pipeline;
+pub mod stable;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,13 +35,18 @@ use crate::engine::Transcript;
 use crate::engine::{Engine, EngineError, FinalPass, FinalRequest, FinalResult, Preview};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientMessage, ProtocolError, ServerMessage};
+use crate::storage::{FinalRecord, Recorder};
 use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
 
 use outbox::Outbox;
 pub use params::{RawQuery, StreamParams};
 use partials::{Answer, Partials, Ticket};
 use pipeline::AudioPipeline;
+use stable::Agreement;
 
+/// Audio frames already received that a draining session still takes (a second of 20 ms
+/// frames is 50; a burst sent at once may be a few large ones).
+const DRAIN_FRAMES: usize = 256;
 /// How long a closing session waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Characters of earlier finals passed to whisper as the prompt.
@@ -58,6 +64,8 @@ pub struct SessionDeps {
     pub final_pass: FinalPass,
     pub metrics: Arc<Metrics>,
     pub captions: Arc<CaptionHub>,
+    /// Finals are stored through it before they are sent.
+    pub recorder: Recorder,
     pub shutdown: CancellationToken,
 }
 
@@ -110,6 +118,8 @@ struct Session {
     previews: mpsc::Sender<Preview>,
     /// The last utterance whose final was sent; later previews of it are stale.
     last_final: Option<u64>,
+    /// Committed partial text of ended utterances whose finals are not out yet.
+    closing: BTreeMap<u64, Agreement>,
     partials: Partials,
     recent_finals: VecDeque<String>,
     audio_received: bool,
@@ -133,9 +143,13 @@ where
     async move {
         let started = Instant::now();
         deps.metrics.session_opened();
+        deps.recorder
+            .session_opened(&id, "live", &params.to_json())
+            .await;
         deps.captions.open(&id);
         let outcome = run_inner(sink, stream, params, deps.clone(), id.clone()).await;
         deps.captions.close(&id);
+        deps.recorder.session_closed(&id, outcome.as_str()).await;
         deps.metrics.session_closed();
         tracing::info!(
             ended = outcome.as_str(),
@@ -196,7 +210,9 @@ where
             Some(result) = session.finals.next() => session.send_final(result).await,
             done = session.partials.next() => session.on_partial(done).await,
             _ = shutdown.cancelled(), if ending.is_none() => {
-                // Finish open utterances; their finals go out before the 1012 close.
+                // Audio that has already arrived is still transcribed; then open utterances
+                // are finished and their finals go out before the 1012 close.
+                session.take_arrived_audio(&mut stream);
                 session.finish_stream();
                 ending = Some(Ending::Shutdown);
                 grace_deadline = Some(tokio::time::Instant::now() + config.shutdown_grace());
@@ -301,6 +317,7 @@ impl Session {
             finals: FuturesOrdered::new(),
             previews,
             last_final: None,
+            closing: BTreeMap::new(),
             partials: Partials::default(),
             recent_finals: VecDeque::new(),
             audio_received: false,
@@ -393,6 +410,22 @@ impl Session {
         }
     }
 
+    /// Feeds the audio frames that are already waiting on the socket (at most
+    /// [`DRAIN_FRAMES`]), without waiting for more.
+    fn take_arrived_audio<St, E>(&mut self, stream: &mut St)
+    where
+        St: Stream<Item = Result<Message, E>> + Unpin,
+    {
+        for _ in 0..DRAIN_FRAMES {
+            let Some(Some(Ok(msg @ Message::Binary(_)))) = stream.next().now_or_never() else {
+                return;
+            };
+            if self.on_message(msg, false).is_err() {
+                return;
+            }
+        }
+    }
+
     /// End of input: the open utterance (and the resampler's tail) becomes a final.
     fn finish_stream(&mut self) {
         let events = self.pipeline.finish();
@@ -427,6 +460,8 @@ impl Session {
                         "utterance ended"
                     );
                     self.deps.metrics.utterance_finished();
+                    self.closing
+                        .insert(utterance, self.partials.utterance_ended());
                     let request = FinalRequest {
                         utterance,
                         start_ms: samples_to_ms(start_sample),
@@ -453,9 +488,18 @@ impl Session {
         if self.last_final.is_some_and(|n| n >= preview.utterance) {
             return;
         }
+        let shown = self
+            .closing
+            .get(&preview.utterance)
+            .map(|a| a.with_text(&preview.text))
+            .unwrap_or(stable::Shown {
+                stable: String::new(),
+                text: preview.text,
+            });
         let message = ServerMessage::Partial {
             utterance: preview.utterance,
-            text: preview.text,
+            text: shown.text,
+            stable: shown.stable,
             start_ms: preview.start_ms,
             end_ms: preview.end_ms,
         };
@@ -464,6 +508,7 @@ impl Session {
 
     async fn send_final(&mut self, result: FinalResult) {
         self.last_final = Some(result.utterance);
+        self.closing.retain(|&n, _| n > result.utterance);
         let message = result.to_message();
         if !result.text.is_empty() {
             self.recent_finals.push_back(result.text.clone());
@@ -475,6 +520,10 @@ impl Session {
             self.deps
                 .metrics
                 .observe_final_latency(result.closed_at.elapsed(), result.source);
+        }
+        // Stored before it is sent: a client that saw a final can always read it back.
+        if let Some(record) = FinalRecord::from_message(&message) {
+            self.deps.recorder.final_ready(&self.id, &record).await;
         }
         self.outbox.send(&message).await;
     }

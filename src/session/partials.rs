@@ -3,15 +3,18 @@
 //! A partial is due when the open utterance holds enough audio and has grown since the last
 //! request; while one is in flight nothing new is queued (the next request will carry newer
 //! audio anyway), and an answer for an utterance that has since ended is dropped — its final
-//! is on the way. Only changed text is sent.
+//! is on the way. Repetition loops are cut off before anything is sent, each partial carries
+//! its committed prefix ([`stable`](super::stable)), and only changed text is sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::stable::Agreement;
+use crate::audio::PIPELINE_RATE;
 use crate::audio::{ms_to_samples, samples_to_ms};
-use crate::engine::{EngineError, JobKind, TranscribeRequest, Transcript};
+use crate::engine::{repetition, EngineError, JobKind, TranscribeRequest, Transcript};
 use crate::protocol::ServerMessage;
 
 /// A partial needs at least this much new audio since the last one.
@@ -51,12 +54,19 @@ pub struct Partials {
     /// Audio length of the open utterance at its last request.
     requested_len: usize,
     last_text: String,
+    agreement: Agreement,
 }
 
 impl Partials {
     pub fn utterance_started(&mut self) {
         self.requested_len = 0;
         self.last_text.clear();
+        self.agreement = Agreement::default();
+    }
+
+    /// The open utterance ended: its committed prefix, for its last partial.
+    pub fn utterance_ended(&mut self) -> Agreement {
+        std::mem::take(&mut self.agreement)
     }
 
     /// The request to make when a partial of the open utterance `(number, start, audio)` is
@@ -124,14 +134,24 @@ impl Partials {
                 return Answer::Nothing;
             }
         };
-        if open_utterance != Some(partial.utterance) || text.is_empty() || text == self.last_text {
+        if open_utterance != Some(partial.utterance) {
             return Answer::Nothing;
         }
-        self.last_text = text.clone();
+        // Never show a loop: whatever repeats is cut off (and what is left may agree).
+        let text = repetition::trim(&text, partial.audio_len as f64 / PIPELINE_RATE as f64);
+        if text.is_empty() {
+            return Answer::Nothing;
+        }
+        let shown = self.agreement.update(&text);
+        if shown.text == self.last_text {
+            return Answer::Nothing;
+        }
+        self.last_text = shown.text.clone();
         let start_ms = samples_to_ms(partial.start_sample);
         let message = ServerMessage::Partial {
             utterance: partial.utterance,
-            text,
+            text: shown.text,
+            stable: shown.stable,
             start_ms,
             end_ms: start_ms + samples_to_ms(partial.audio_len as u64),
         };

@@ -30,6 +30,7 @@ const FRAME_SAMPLES: usize = 16 * FRAME_MS as usize;
 struct Scripted {
     final_delay: fn(audio_secs: f64) -> Duration,
     partial: fn() -> Result<(), EngineError>,
+    partial_text: fn(audio_secs: f64) -> String,
     log: Mutex<Vec<(JobKind, usize)>>,
 }
 
@@ -43,15 +44,23 @@ impl Transcribe for Scripted {
             .lock()
             .unwrap()
             .push((request.kind, request.audio.len()));
-        let (delay, refusal) = match request.kind {
-            JobKind::Final => ((self.final_delay)(secs), Ok(())),
-            JobKind::Partial => (Duration::from_millis(150), (self.partial)()),
+        let (delay, refusal, text) = match request.kind {
+            JobKind::Final => (
+                (self.final_delay)(secs),
+                Ok(()),
+                format!("Final of {secs:.2} s"),
+            ),
+            JobKind::Partial => (
+                Duration::from_millis(150),
+                (self.partial)(),
+                (self.partial_text)(secs),
+            ),
         };
         Box::pin(async move {
             refusal?;
             tokio::time::sleep(delay).await;
             Ok(Transcript {
-                text: format!("{:?} of {secs:.2} s", request.kind),
+                text,
                 ..Default::default()
             })
         })
@@ -62,6 +71,7 @@ fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
     Arc::new(Scripted {
         final_delay,
         partial: || Ok(()),
+        partial_text: |secs| format!("Partial of {secs:.2} s"),
         log: Mutex::default(),
     })
 }
@@ -84,6 +94,7 @@ fn start(engine: Arc<Scripted>) -> Harness {
         engine,
         metrics: metrics.clone(),
         captions: Arc::new(CaptionHub::new()),
+        recorder: crate::storage::Recorder::disabled(),
         shutdown: shutdown.clone(),
         config: config.clone(),
     };
@@ -192,6 +203,7 @@ async fn shed_partials_send_nothing_and_every_final_still_arrives() {
     let engine = Arc::new(Scripted {
         final_delay: |_| Duration::from_millis(300),
         partial: || Err(EngineError::Shed),
+        partial_text: |_| String::new(), // never asked: every partial is shed
         log: Mutex::default(),
     });
     let mut h = start(engine.clone());
@@ -279,4 +291,64 @@ async fn broken_json_closes_with_a_protocol_error() {
     );
     assert_eq!(code, Some(close::INVALID_PAYLOAD));
     assert_eq!(h.session.await.unwrap(), Outcome::ClientError("bad_json"));
+}
+
+/// The words of a JFK sentence, as many as `secs` of speech would hold, then a loop of its
+/// tail, the way tiny.en loops on a sized window.
+fn looping_hypothesis(secs: f64) -> String {
+    let sentence = "And so my fellow Americans ask not what your country can do for you";
+    let words: Vec<&str> = sentence.split(' ').collect();
+    let n = ((secs * 2.0) as usize).clamp(2, words.len());
+    let head = words[..n].join(" ");
+    let tail = words[n - 2..n].join(" ");
+    format!("{head} {tail} {tail} {tail} {tail}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_looping_hypothesis_is_never_sent_and_the_stable_prefix_only_grows() {
+    let engine = Arc::new(Scripted {
+        final_delay: |_| Duration::from_millis(300),
+        partial: || Ok(()),
+        partial_text: looping_hypothesis,
+        log: Mutex::default(),
+    });
+    let mut h = start(engine);
+    stream_audio(&h.to_server, &jfk()).await;
+    h.to_server
+        .send(Message::Text(r#"{"type":"eof"}"#.into()))
+        .await
+        .unwrap();
+    let (messages, _) = collect(&mut h.from_server).await;
+    let mut stable_by_utterance = std::collections::HashMap::<u64, String>::new();
+    let mut partials = 0;
+    for msg in &messages {
+        if let ServerMessage::Partial {
+            utterance,
+            text,
+            stable,
+            ..
+        } = msg
+        {
+            partials += 1;
+            assert_eq!(
+                crate::engine::repetition::detect(text, 30.0),
+                None,
+                "looping partial sent: {text}"
+            );
+            assert!(text.starts_with(stable.as_str()), "{text:?} / {stable:?}");
+            let before = stable_by_utterance.entry(*utterance).or_default();
+            assert!(
+                stable.starts_with(before.as_str()),
+                "{before:?} -> {stable:?}"
+            );
+            *before = stable.clone();
+        }
+    }
+    assert!(partials >= 3, "{messages:?}");
+    assert!(
+        stable_by_utterance
+            .values()
+            .any(|s| s.split(' ').count() >= 3),
+        "words were committed: {stable_by_utterance:?}"
+    );
 }

@@ -42,7 +42,7 @@ export class Transcript {
       this.entries.set(key, entry);
     }
     entry.partials += 1;
-    Object.assign(entry, times(msg, session), { text: msg.text });
+    Object.assign(entry, times(msg, session), { text: msg.text, stable: stableOf(msg) });
     this.render(entry);
   }
 
@@ -160,9 +160,26 @@ function baseElement(entry, className) {
   time.textContent = formatClock(entry.startMs);
   const text = document.createElement("span");
   text.className = "text";
-  text.textContent = entry.text;
+  if (!entry.final && entry.stable) {
+    // Committed words never change; the tentative tail may still be revised.
+    const stable = document.createElement("span");
+    stable.className = "stable";
+    stable.textContent = entry.stable;
+    const tail = document.createElement("span");
+    tail.className = "tentative";
+    tail.textContent = entry.text.slice(entry.stable.length);
+    text.append(stable, tail);
+  } else {
+    text.textContent = entry.text;
+  }
   li.append(time, text);
   return li;
+}
+
+/** The committed prefix of a partial (servers before protocol field `stable` send none). */
+function stableOf(msg) {
+  const stable = typeof msg.stable === "string" ? msg.stable : "";
+  return msg.text.startsWith(stable) ? stable : "";
 }
 
 /** A provisional line: still listening, or left without a final (error, connection closed). */

@@ -9,6 +9,7 @@ server); WHISPER_BIN names the server binary, WHISPER_MODEL the model.
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -268,3 +269,27 @@ def test_every_metric_the_rules_and_dashboard_use_is_exposed(server, prometheus)
         lambda: all(query(prometheus, f'count({{__name__="{n}"}})') for n in used),
         30,
     )
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["docker-compose.yml", "docker-compose.monitoring.yml"],
+        ["docker-compose.prod.yml", "docker-compose.monitoring.yml"],
+        ["docker-compose.replicas.yml", "docker-compose.monitoring.yml"],
+    ],
+)
+def test_compose_files_with_the_monitoring_profile_are_valid(files):
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose is not installed (scripts/test-deploy.sh lints compose files)")
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as env_file:
+        env = dict(os.environ, APP_ENV_FILE=env_file.name)
+        args = ["docker-compose"] + [a for f in files for a in ("-f", f)]
+        out = subprocess.run(
+            [*args, "--profile", "monitoring", "config"],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )
+    assert out.returncode == 0, out.stderr
+    for service in ["prometheus", "grafana"]:
+        assert f"  {service}:" in out.stdout
+    assert "--storage.tsdb.retention.time=15d" in out.stdout

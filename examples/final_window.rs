@@ -1,0 +1,184 @@
+//! Accuracy and cost of local finals per encoder window, offline (no server, no clock).
+//!
+//! ```sh
+//! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
+//! ```
+//! Each clip is cut into utterances by the server's own VAD and segmenter; every utterance is
+//! transcribed as a final with the full 30 s window, with the sized window (a loop goes to the
+//! full window, as the server does) and with the sized window whose loops are only cut off,
+//! each with the previous finals as the prompt, as a session does. For short clips the whole
+//! clip with the full window is scored too (the offline whisper.cpp reference). Prints word
+//! error rate and inference time per mode, and how often the guard sent a final to the full
+//! window.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use whisper_api::config::FinalWindow;
+use whisper_api::engine::{Engine, EngineOptions, JobKind, LocalEngine, OnLoop, TranscribeRequest};
+use whisper_api::metrics::Metrics;
+use whisper_api::vad::{SegmentEvent, Segmenter, SegmenterConfig, WebRtcVad};
+
+const PROMPT_CHARS: usize = 200;
+
+#[derive(Default)]
+struct Score {
+    errors: usize,
+    words: usize,
+    inference: Duration,
+    jobs: usize,
+    retries: usize,
+}
+
+impl Score {
+    fn add(&mut self, hypothesis: &str, reference: &str) {
+        let (e, w) = word_errors(hypothesis, reference);
+        self.errors += e;
+        self.words += w;
+    }
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<22} WER {:>6.2} % ({} / {} words)  inference {:>7.1} s over {} jobs (mean {:.2} s)  full-window retries {}",
+            100.0 * self.errors as f64 / self.words.max(1) as f64,
+            self.errors,
+            self.words,
+            self.inference.as_secs_f64(),
+            self.jobs,
+            self.inference.as_secs_f64() / self.jobs.max(1) as f64,
+            self.retries
+        );
+    }
+}
+
+fn utterances(samples: &[f32], silence_ms: u32) -> Vec<Vec<f32>> {
+    let config = SegmenterConfig {
+        min_speech_ms: 90,
+        preroll_ms: 300,
+        silence_ms,
+        max_utterance_ms: 20_000,
+    };
+    let mut segmenter = Segmenter::new(WebRtcVad::new(2), config);
+    let mut events = Vec::new();
+    for chunk in samples.chunks(320) {
+        events.extend(segmenter.push(chunk));
+    }
+    events.extend(segmenter.flush());
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            SegmentEvent::Ended { audio, .. } => Some(audio),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mut Score) -> String {
+    let t = engine
+        .transcribe(TranscribeRequest {
+            kind: JobKind::Final,
+            audio: Arc::new(audio),
+            prompt,
+            language: "en".into(),
+        })
+        .await
+        .expect("inference");
+    score.inference += t.inference;
+    score.jobs += 1;
+    score.retries += t.full_window_retry as usize;
+    t.text
+}
+
+fn tail(text: &str) -> String {
+    let skip = text.chars().count().saturating_sub(PROMPT_CHARS);
+    text.chars().skip(skip).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let mut set = "short".to_string();
+    let mut limit = usize::MAX;
+    let mut silence_ms = 500;
+    let mut margin = 64;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().expect("flag value");
+        match flag.as_str() {
+            "--set" => set = value,
+            "--limit" => limit = value.parse().unwrap(),
+            "--silence-ms" => silence_ms = value.parse().unwrap(),
+            "--margin" => margin = value.parse().unwrap(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let load = |final_window, on_loop| {
+        let mut options = EngineOptions::new(1, 1, 4, final_window);
+        options.on_loop = on_loop;
+        options.ctx_margin = margin;
+        LocalEngine::load(&model_path(), options, Arc::new(Metrics::new())).unwrap()
+    };
+    let full = load(FinalWindow::Full, OnLoop::FullWindow);
+    let sized = load(FinalWindow::Sized, OnLoop::FullWindow);
+    let trimmed = load(FinalWindow::Sized, OnLoop::Trim);
+    let (full_h, sized_h, trim_h) = (full.handle(), sized.handle(), trimmed.handle());
+    let dir = speech_dir().join(&set);
+    let mut clips: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
+    clips.sort();
+    clips.truncate(limit);
+    let (mut whole, mut seg_full) = (Score::default(), Score::default());
+    let (mut seg_sized, mut seg_trim) = (Score::default(), Score::default());
+    let started = Instant::now();
+    for clip in &clips {
+        let samples = load_speech(clip);
+        let reference = reference_text(clip);
+        if set == "short" {
+            let text = final_text(&full_h, samples.clone(), String::new(), &mut whole).await;
+            whole.add(&text, &reference);
+        }
+        let (mut text_full, mut text_sized, mut text_trim) =
+            (String::new(), String::new(), String::new());
+        for audio in utterances(&samples, silence_ms) {
+            let f = final_text(&full_h, audio.clone(), tail(&text_full), &mut seg_full).await;
+            let s = final_text(&sized_h, audio.clone(), tail(&text_sized), &mut seg_sized).await;
+            let t = final_text(&trim_h, audio, tail(&text_trim), &mut seg_trim).await;
+            text_full = format!("{text_full} {f}");
+            text_sized = format!("{text_sized} {s}");
+            text_trim = format!("{text_trim} {t}");
+        }
+        seg_full.add(&text_full, &reference);
+        seg_sized.add(&text_sized, &reference);
+        seg_trim.add(&text_trim, &reference);
+        let (ef, _) = word_errors(&text_full, &reference);
+        let (es, w) = word_errors(&text_sized, &reference);
+        if ef != es {
+            println!(
+                "{}: full {ef} / sized {es} errors of {w}",
+                clip.file_name().unwrap().to_string_lossy()
+            );
+        }
+    }
+    println!(
+        "{} clips of {set}, VAD silence {silence_ms} ms, {:.0} s",
+        clips.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if set == "short" {
+        whole.print("whole clip, full");
+    }
+    seg_full.print("utterances, full");
+    seg_sized.print("utterances, sized");
+    seg_trim.print("utterances, sized+trim");
+    println!(
+        "load: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}

@@ -158,7 +158,7 @@ async fn main() {
     let config = server_config(max_streams);
     let (workers, threads) = config.engine_shape();
     let server_settings = serde_json::json!({
-        "workers": workers, "threads_per_worker": threads, "vad_silence_ms": config.vad_silence_ms,
+        "workers": workers, "threads_per_worker": threads, "final_window": config.final_window, "vad_silence_ms": config.vad_silence_ms,
         "partial_interval_ms": config.partial_interval_ms, "engine_queue": config.engine_queue,
         "sample_rate": args.rate, "frame_ms": player::FRAME_MS,
     });

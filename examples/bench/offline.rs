@@ -1,11 +1,12 @@
-//! The accuracy reference: whisper.cpp (the local engine's final mode) on each whole clip, one
-//! clip at a time on an otherwise idle engine, as an offline transcriber would run it.
+//! The accuracy reference: whisper.cpp (the local engine's final mode, full 30 s window) on each
+//! whole clip, one clip at a time on an otherwise idle engine, as an offline transcriber would.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use whisper_api::engine::{JobKind, LocalEngine, TranscribeRequest};
+use whisper_api::config::FinalWindow;
+use whisper_api::engine::{EngineOptions, JobKind, LocalEngine, TranscribeRequest};
 use whisper_api::metrics::Metrics;
 
 use crate::clips::Clip;
@@ -19,7 +20,9 @@ const QUEUE: usize = 4;
 
 pub async fn run(clips: &[Clip], model: PathBuf, threads: usize, language: &str) -> Offline {
     let engine = tokio::task::spawn_blocking(move || {
-        LocalEngine::load(&model, 1, threads, QUEUE, Arc::new(Metrics::new()))
+        // whisper.cpp's default full 30 s window: the reference the server's finals must match.
+        let options = EngineOptions::new(1, threads, QUEUE, FinalWindow::Full);
+        LocalEngine::load(&model, options, Arc::new(Metrics::new()))
     })
     .await
     .expect("load task")

@@ -12,6 +12,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+echo "== cargo deny (licences, bans, sources; advisories where the database is reachable)"
+scripts/deny.sh
 echo "== cargo test"
 cargo test --release --workspace
 echo "== monitoring and Kubernetes: promtool rule tests, a real Prometheus scraping the server,"

@@ -197,6 +197,31 @@ pub struct Config {
     /// How long the open circuit sends finals straight to local, in milliseconds.
     #[arg(long, env = "OPENAI_CIRCUIT_COOLDOWN_MS", default_value_t = 30_000)]
     pub openai_circuit_cooldown_ms: u64,
+
+    /// Where transcripts are kept: sqlite://PATH (created at start), postgres://… or none.
+    /// Treated as a secret: a PostgreSQL URL may hold a password.
+    #[arg(
+        long,
+        env = "STORAGE_URL",
+        default_value = "sqlite://storage/transcripts.db"
+    )]
+    pub storage_url: Secret,
+
+    /// Stored transcripts older than this many days are deleted; 0 keeps them forever.
+    #[arg(long, env = "TRANSCRIPT_RETENTION_DAYS", default_value_t = 30)]
+    pub transcript_retention_days: u32,
+
+    /// Longest a transcript write may hold back a final before it is sent anyway, in milliseconds.
+    #[arg(long, env = "STORAGE_TIMEOUT_MS", default_value_t = 1_000)]
+    pub storage_timeout_ms: u64,
+
+    /// Largest audio file accepted by /v1/audio/transcriptions, in bytes (OpenAI's limit).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// File transcriptions that may run at once; further ones get 429.
+    #[arg(long, env = "MAX_FILE_JOBS", default_value_t = 2)]
+    pub max_file_jobs: usize,
 }
 
 impl Config {
@@ -217,6 +242,10 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn storage_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage_timeout_ms)
     }
 
     pub fn openai_timeout(&self) -> Duration {

@@ -14,6 +14,7 @@
 //! - [`vad`]: the webrtc-vad wrapper and the pure utterance segmenter.
 //! - [`engine`]: the local whisper worker pool, the OpenAI client and the final-pass policy.
 //! - [`session`]: one WebSocket connection: reader, partial scheduling, ordered finals.
+//! - [`storage`]: sessions and finals kept in SQLite or PostgreSQL, and transcript formats.
 //! - [`captions`]: read-only caption feeds that follow a live session.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`http`]: router, `/ws` admission, `/health`, `/metrics`, static files.
@@ -23,11 +24,13 @@ pub mod audio;
 pub mod captions;
 pub mod config;
 pub mod engine;
+pub mod file_job;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod storage;
 pub mod vad;
 
 pub use config::Config;

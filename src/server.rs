@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::engine::whisper::check_model_file;
 use crate::engine::{EngineOptions, FinalPass, LocalEngine};
 use crate::http::{self, AppState};
+use crate::storage::{retention, Recorder, TranscriptStore};
 
 /// Time allowed after the grace period for sessions to write their close frames.
 const CLOSE_MARGIN: Duration = Duration::from_secs(2);
@@ -29,7 +30,32 @@ pub async fn run(
     if let Some(final_model) = &config.final_model {
         check_model_file(final_model)?;
     }
-    let state = AppState::new(config);
+    // A store that cannot be opened is logged and shown in /health, but does not stop the
+    // server: live transcription matters more than keeping its transcripts.
+    let opened = TranscriptStore::open(config.storage_url.expose()).await;
+    let mut state = AppState::new(config);
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = %e, "transcript store unavailable; transcripts are not kept");
+            state.metrics.storage_error();
+            state.recorder = Recorder::unavailable(e.to_string());
+            None
+        }
+    };
+    if let Some(store) = store {
+        tracing::info!(backend = store.backend(), "transcript store ready");
+        state.recorder =
+            Recorder::new(store, state.metrics.clone(), state.config.storage_timeout());
+        if state.config.transcript_retention_days > 0 {
+            tokio::spawn(retention::run(
+                state.recorder.clone(),
+                state.config.transcript_retention_days,
+                retention::RETENTION_INTERVAL,
+                state.shutdown.clone(),
+            ));
+        }
+    }
     let config = state.config.clone();
     let grace = config.shutdown_grace();
 
@@ -73,6 +99,9 @@ pub async fn run(
             sessions = state.tracker.len(),
             "sessions still open after the grace period"
         );
+    }
+    if let Some(store) = state.recorder.store() {
+        store.close().await;
     }
     tracing::info!("server stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //! [`resample::StreamResampler`] converts to 16 kHz keeping state across frames, and
 //! [`wav`] reads and writes the WAV files used by tests, tools and the OpenAI upload.
 
+pub mod decode;
 pub mod pcm;
 pub mod resample;
 pub mod wav;

@@ -3,7 +3,9 @@
 //! One `WhisperContext` (the weights) is shared; each worker thread owns a `WhisperState`
 //! (the KV caches and buffers) and takes jobs from the [`JobQueue`].
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,6 +126,8 @@ pub struct LocalEngine {
     queue: Arc<JobQueue>,
     workers: Vec<JoinHandle<()>>,
     info: ModelInfo,
+    /// Workers still taking jobs: one whose state could not be rebuilt after a panic leaves.
+    alive: Arc<AtomicUsize>,
 }
 
 impl LocalEngine {
@@ -157,17 +161,21 @@ impl LocalEngine {
         let ctx = Arc::new(ctx);
         let queue = Arc::new(JobQueue::new(queue_capacity));
         let mut handles = Vec::with_capacity(workers);
+        let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
             let state = ctx
                 .create_state()
                 .map_err(|e| ModelError::Load(path.to_path_buf(), e.to_string()))?;
             let worker = Worker {
+                ctx: ctx.clone(),
                 state,
                 threads,
                 options,
                 queue: queue.clone(),
                 metrics: metrics.clone(),
+                alive: alive.clone(),
             };
+            alive.fetch_add(1, Ordering::SeqCst);
             let handle = std::thread::Builder::new()
                 .name(format!("whisper-{i}"))
                 .spawn(move || worker.run())
@@ -178,6 +186,7 @@ impl LocalEngine {
             queue,
             workers: handles,
             info,
+            alive,
         })
     }
 
@@ -197,6 +206,11 @@ impl LocalEngine {
     pub fn multilingual(&self) -> bool {
         self.info.multilingual
     }
+
+    /// Workers still taking jobs; `/health` fails when none are left.
+    pub fn live_workers(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for LocalEngine {
@@ -209,11 +223,14 @@ impl Drop for LocalEngine {
 }
 
 struct Worker {
+    /// Kept to rebuild `state` after a panic left it in an unknown condition.
+    ctx: Arc<WhisperContext>,
     state: WhisperState,
     threads: usize,
     options: EngineOptions,
     queue: Arc<JobQueue>,
     metrics: Arc<Metrics>,
+    alive: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -225,7 +242,20 @@ impl Worker {
             }
             let _span = job.span.clone().entered();
             let started = Instant::now();
-            let result = self.transcribe(&job);
+            // A panic in whisper-rs (it panics on a NUL in a prompt, for one) must cost this
+            // job only, not the worker and with it every session's finals.
+            let result = match catch_unwind(AssertUnwindSafe(|| self.transcribe(&job))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    let _ = job
+                        .reply
+                        .send(Err(EngineError::Inference("inference panicked".into())));
+                    if !self.recover(panic_message(&panic)) {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let elapsed = started.elapsed();
             let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
             self.metrics
@@ -237,6 +267,31 @@ impl Worker {
             }));
         }
         tracing::debug!(worker = ?std::thread::current().name(), "whisper worker stopped");
+    }
+
+    /// After a panic: a fresh whisper state replaces the one the panic interrupted. `false`
+    /// (the worker leaves the pool) when no state can be made.
+    fn recover(&mut self, message: String) -> bool {
+        let worker = std::thread::current()
+            .name()
+            .unwrap_or("whisper")
+            .to_string();
+        match self.ctx.create_state() {
+            Ok(state) => {
+                self.state = state;
+                tracing::error!(
+                    worker,
+                    panic = message,
+                    "inference panicked; job failed, worker state rebuilt"
+                );
+                true
+            }
+            Err(e) => {
+                self.alive.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(worker, panic = message, error = %e, "inference panicked and the worker state cannot be rebuilt; worker stopped");
+                false
+            }
+        }
     }
 
     /// The job's text. Partials and (with `FINAL_WINDOW=sized`) finals run an encoder sized
@@ -334,6 +389,15 @@ impl Worker {
             ..Transcript::default()
         })
     }
+}
+
+/// The text of a caught panic, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".into())
 }
 
 /// How much of whisper's 30 s window the encoder runs over.

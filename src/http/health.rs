@@ -45,7 +45,11 @@ pub async fn health(
     };
     let openai_ok = matches!(openai.state, OpenAiState::Ok)
         || state.config.primary_service == crate::config::PrimaryService::Local;
-    let (status, code) = if state.shutdown.is_cancelled() {
+    let workers_alive = engine.live_workers();
+    let (status, code) = if workers_alive == 0 {
+        // No worker can transcribe: restarting is the only remedy.
+        ("failed", StatusCode::SERVICE_UNAVAILABLE)
+    } else if state.shutdown.is_cancelled() {
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else if openai_ok {
         ("ok", StatusCode::OK)
@@ -59,10 +63,12 @@ pub async fn health(
         "model": engine.info(),
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
         "engine_queue": engine.queue().depth(),
+        "workers_alive": workers_alive,
         "final_model": state.final_engine.get().map(|e| e.info()),
         "primary_service": format!("{:?}", state.config.primary_service).to_lowercase(),
         "fallback_to_local": state.config.fallback_to_local,
         "openai": openai,
+        "storage": state.recorder.health(),
     });
     if deep {
         let check: Value = match &state.openai {

@@ -1,7 +1,10 @@
 //! HTTP surface: the router, `/ws` admission, `/health`, `/ready`, `/metrics` and static files.
 
+pub mod audio_files;
 pub mod captions;
 pub mod health;
+pub mod openai_error;
+pub mod transcripts;
 pub mod ws;
 
 use std::sync::{Arc, OnceLock};
@@ -20,6 +23,7 @@ use crate::config::Config;
 use crate::engine::openai::OpenAiClient;
 use crate::engine::{FinalPass, LocalEngine};
 use crate::metrics::Metrics;
+use crate::storage::Recorder;
 
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +41,10 @@ pub struct AppState {
     pub captions: Arc<CaptionHub>,
     /// One permit per live session (MAX_SESSIONS).
     pub sessions: Arc<Semaphore>,
+    /// Where finals and session metadata are stored (disabled with `STORAGE_URL=none`).
+    pub recorder: Recorder,
+    /// One permit per running file transcription (MAX_FILE_JOBS).
+    pub file_jobs: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them (axum does not drain WebSockets).
     pub tracker: TaskTracker,
@@ -48,6 +56,8 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         Self {
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            recorder: Recorder::disabled(),
+            file_jobs: Arc::new(Semaphore::new(config.max_file_jobs)),
             openai: OpenAiClient::from_config(&config, metrics.clone()),
             config: Arc::new(config),
             engine: Arc::new(OnceLock::new()),
@@ -66,6 +76,14 @@ impl AppState {
     }
 }
 
+/// The `/v1` API (stored transcripts, OpenAI-compatible files and models), in one router so
+/// that an access-token layer covers all of it with one `.layer(...)`.
+pub fn v1_routes() -> Router<AppState> {
+    Router::new()
+        .merge(transcripts::routes())
+        .merge(audio_files::routes())
+}
+
 pub fn router(state: AppState) -> Router {
     let static_files =
         ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
@@ -75,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(captions::routes())
+        .merge(v1_routes())
         .fallback_service(static_files)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -54,6 +54,7 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
         final_pass: final_pass.clone(),
         metrics: state.metrics.clone(),
         captions: state.captions.clone(),
+        recorder: state.recorder.clone(),
         shutdown: state.shutdown.clone(),
     };
     // Tracked so shutdown waits for the session to send its finals and close.

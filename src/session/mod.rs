@@ -35,6 +35,7 @@ use crate::engine::Transcript;
 use crate::engine::{Engine, EngineError, FinalPass, FinalRequest, FinalResult, Preview};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientMessage, ProtocolError, ServerMessage};
+use crate::storage::{FinalRecord, Recorder};
 use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
 
 use outbox::Outbox;
@@ -63,6 +64,8 @@ pub struct SessionDeps {
     pub final_pass: FinalPass,
     pub metrics: Arc<Metrics>,
     pub captions: Arc<CaptionHub>,
+    /// Finals are stored through it before they are sent.
+    pub recorder: Recorder,
     pub shutdown: CancellationToken,
 }
 
@@ -140,9 +143,13 @@ where
     async move {
         let started = Instant::now();
         deps.metrics.session_opened();
+        deps.recorder
+            .session_opened(&id, "live", &params.to_json())
+            .await;
         deps.captions.open(&id);
         let outcome = run_inner(sink, stream, params, deps.clone(), id.clone()).await;
         deps.captions.close(&id);
+        deps.recorder.session_closed(&id, outcome.as_str()).await;
         deps.metrics.session_closed();
         tracing::info!(
             ended = outcome.as_str(),
@@ -513,6 +520,10 @@ impl Session {
             self.deps
                 .metrics
                 .observe_final_latency(result.closed_at.elapsed(), result.source);
+        }
+        // Stored before it is sent: a client that saw a final can always read it back.
+        if let Some(record) = FinalRecord::from_message(&message) {
+            self.deps.recorder.final_ready(&self.id, &record).await;
         }
         self.outbox.send(&message).await;
     }

@@ -33,6 +33,16 @@ impl StreamParams {
         }
     }
 
+    /// As stored with the session's transcript.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding,
+            "channels": self.channels,
+            "language": self.language,
+        })
+    }
+
     /// Applies query parameters on top of the defaults.
     pub fn from_query(query: &RawQuery, default_language: &str) -> Result<Self, ProtocolError> {
         let mut params = Self::defaults(default_language);

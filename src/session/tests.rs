@@ -94,6 +94,7 @@ fn start(engine: Arc<Scripted>) -> Harness {
         engine,
         metrics: metrics.clone(),
         captions: Arc::new(CaptionHub::new()),
+        recorder: crate::storage::Recorder::disabled(),
         shutdown: shutdown.clone(),
         config: config.clone(),
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod repetition;
 pub mod wer;
 
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub fn test_config() -> Config {
     config.whisper_model = model_path();
     config.static_dir = repo_root().join("static");
     config.primary_service = whisper_api::config::PrimaryService::Local;
+    // Tests that store transcripts give each server its own database.
+    config.storage_url = whisper_api::config::Secret::new("none");
     config
 }
 

@@ -35,6 +35,10 @@ const PARTIAL_MAX_TOKENS: usize = 96;
 /// Fast speech is about 4 words, 5 tokens, per second; the margin covers punctuation.
 const PARTIAL_TOKENS_PER_SECOND: usize = 6;
 const PARTIAL_TOKENS_MARGIN: usize = 8;
+/// Sized finals may hold up to 8 tokens (about 6 words) per second: beyond the loop guard's
+/// words-per-second limit, so a loop that hits the cap is still caught.
+const FINAL_TOKENS_PER_SECOND: usize = 8;
+const FINAL_TOKENS_MARGIN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -361,6 +365,12 @@ impl Worker {
             params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);
+        }
+        if window == Window::Sized && job.kind == JobKind::Final {
+            // A sized final that loops would otherwise decode up to 224 tokens (seconds of a
+            // worker) before the guard sees it; real speech stays well under this.
+            let seconds = audio.len() / PIPELINE_RATE as usize + 1;
+            params.set_max_tokens((seconds * FINAL_TOKENS_PER_SECOND + FINAL_TOKENS_MARGIN) as i32);
         }
         if job.kind == JobKind::Partial {
             // No temperature fallback: a partial is soon replaced anyway.

@@ -15,7 +15,6 @@ const NOT_FOUND_RETRY_MS = 3000;
 
 const finals = [];
 let partial = "";
-let partialStable = "";
 let notFound = 0;
 
 function clampInt(value, min, max, fallback) {
@@ -47,14 +46,7 @@ function render() {
   if (partial) {
     const p = document.createElement("p");
     p.className = "partial";
-    // Committed words solid, the tentative tail greyed.
-    const stable = document.createElement("span");
-    stable.className = "stable";
-    stable.textContent = partialStable;
-    const tail = document.createElement("span");
-    tail.className = "tentative";
-    tail.textContent = partial.slice(partialStable.length);
-    p.append(stable, tail);
+    p.textContent = partial;
     lines.push(p);
   }
   box.replaceChildren(...lines);
@@ -63,11 +55,8 @@ function render() {
 function onCaption(msg) {
   if (msg.type === "partial") {
     partial = msg.text;
-    const stable = typeof msg.stable === "string" ? msg.stable : "";
-    partialStable = partial.startsWith(stable) ? stable : "";
   } else if (msg.type === "final") {
     partial = "";
-    partialStable = "";
     const text = msg.text.trim();
     if (text) finals.push(text);
     finals.splice(0, Math.max(0, finals.length - KEPT_FINALS));

@@ -1,13 +1,16 @@
 //! Voice activity: which 30 ms frames hold speech, and where utterances start and end.
 //!
-//! [`detector`] is the only place that touches webrtc-vad; [`segmenter`] is a pure state
+//! [`detector`] is the only place that touches webrtc-vad and [`earshot`] the only one that
+//! touches earshot (the two detectors `VAD_ENGINE` chooses from); [`segmenter`] is a pure state
 //! machine over sample counts (no clock, no IO) that turns voiced/unvoiced frames into
 //! utterances with pre-roll, a silence end-point and a maximum length.
 
 pub mod detector;
+pub mod earshot;
 pub mod segmenter;
 
 pub use detector::WebRtcVad;
+pub use earshot::EarshotVad;
 pub use segmenter::{SegmentEvent, Segmenter, SegmenterConfig, UtteranceEnd};
 
 use crate::audio::PIPELINE_RATE;

@@ -14,7 +14,8 @@ const NOT_FOUND_RETRIES = 3;
 const NOT_FOUND_RETRY_MS = 3000;
 
 const finals = [];
-let partial = "";
+/** The open utterance's partial: `stable` (committed, never changes) is a prefix of `text`. */
+let partial = { text: "", stable: "" };
 let notFound = 0;
 
 function clampInt(value, min, max, fallback) {
@@ -43,10 +44,17 @@ function render() {
     p.textContent = text;
     return p;
   });
-  if (partial) {
+  if (partial.text) {
+    // Committed words solid, the tail that may still change dimmed.
     const p = document.createElement("p");
     p.className = "partial";
-    p.textContent = partial;
+    const stable = document.createElement("span");
+    stable.className = "stable";
+    stable.textContent = partial.stable;
+    const tail = document.createElement("span");
+    tail.className = "tentative";
+    tail.textContent = partial.text.slice(partial.stable.length);
+    p.append(stable, tail);
     lines.push(p);
   }
   box.replaceChildren(...lines);
@@ -54,9 +62,11 @@ function render() {
 
 function onCaption(msg) {
   if (msg.type === "partial") {
-    partial = msg.text;
+    // Servers before protocol field `stable` send none: then all of the text is tentative.
+    const stable = typeof msg.stable === "string" && msg.text.startsWith(msg.stable) ? msg.stable : "";
+    partial = { text: msg.text, stable };
   } else if (msg.type === "final") {
-    partial = "";
+    partial = { text: "", stable: "" };
     const text = msg.text.trim();
     if (text) finals.push(text);
     finals.splice(0, Math.max(0, finals.length - KEPT_FINALS));
@@ -80,7 +90,7 @@ function follow() {
     }
     if (msg.type === "done") {
       source.close();
-      partial = "";
+      partial = { text: "", stable: "" };
       render();
       setState("ended", "Session ended");
       return;

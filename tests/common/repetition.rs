@@ -5,6 +5,10 @@
 //! ask not" repeats "ask not ask not"), or some [`REPEATED_NGRAM_WORDS`]-word sequence occurs
 //! twice anywhere ("…the true printed book, which were the immediate predecessors of the true…").
 //! Real sentences almost never do either; whisper's looping tails always do.
+//!
+//! Deliberately not the server's own guard (`whisper_api::engine::repetition`): a measuring
+//! stick that shared the guard's code would share its blind spots, and a loop the guard missed
+//! would go uncounted. The rules are independent and a little stricter.
 
 use super::wer::normalise;
 

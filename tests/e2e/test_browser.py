@@ -89,6 +89,8 @@ class Run:
     caption_live_state: str
     caption_end_text: str
     caption_end_state: str
+    demo_stable_seen: list[list[str]]
+    caption_stable_seen: list[list[str]]
     downloads: dict[str, str]
     conn_text: str
 
@@ -148,6 +150,29 @@ def wait_for_clip_end(driver, started: float, clip_s: float) -> None:
         time.sleep(POLL_S)
 
 
+WATCH_STABLE_JS = """
+const [selector] = arguments;
+window.__stableSeen = [];
+const record = () => {
+  for (const el of document.querySelectorAll(`${selector} .partial .stable`)) {
+    const tail = el.nextElementSibling;
+    if (el.textContent) window.__stableSeen.push([el.textContent, tail ? tail.className : ""]);
+  }
+};
+new MutationObserver(record).observe(document.querySelector(selector), {childList: true, subtree: true});
+record();
+"""
+
+
+def watch_stable(driver, selector: str) -> None:
+    """Records every committed partial prefix a page renders, with its sibling's class."""
+    driver.execute_script(WATCH_STABLE_JS, selector)
+
+
+def stable_seen(driver) -> list[list[str]]:
+    return driver.execute_script("return window.__stableSeen || [];")
+
+
 def stop_and_wait_ended(driver) -> None:
     """Stop: eof → outstanding finals → done → close 1000."""
     driver.find_element(By.ID, "start").click()
@@ -167,22 +192,26 @@ def run(server, tmp_path_factory) -> Run:
     try:
         main = driver.current_window_handle
         started = open_and_start(driver, server.base_url)
+        watch_stable(driver, "#transcript")
         session = driver.find_element(By.ID, "session-id").text
         caption_url = driver.find_element(By.ID, "caption-link").get_attribute("href")
 
         driver.switch_to.new_window("window")
         captions = driver.current_window_handle
         driver.get(caption_url)
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "captions"))
+        watch_stable(driver, "#captions")
         driver.switch_to.window(main)
 
         saw_partial_before_final = wait_for_finals(driver, 1, clip_s + SETTLE_TIMEOUT_S)
         # The caption view follows while the session is live.
         first_final = js_finals(driver)[0].text
         driver.switch_to.window(captions)
-        WebDriverWait(driver, 10).until(
-            lambda d: first_final in d.find_element(By.ID, "captions").text,
-            message="caption view did not show the first final",
-        )
+        try:
+            WebDriverWait(driver, 10).until(lambda d: first_final in d.find_element(By.ID, "captions").text)
+        except Exception:
+            shown = driver.execute_script("return document.getElementById('captions').innerHTML")
+            raise AssertionError(f"caption view did not show the first final {first_final!r}: {shown}")
         caption_live_text = driver.find_element(By.ID, "captions").text
         caption_live_state = driver.execute_script("return document.body.dataset.state")
         driver.switch_to.window(main)
@@ -194,6 +223,7 @@ def run(server, tmp_path_factory) -> Run:
             driver.find_element(By.CSS_SELECTOR, f"[data-download='{fmt}']").click()
             downloads[fmt] = wait_for_download(browser.download_dir, f".{fmt}").read_text()
         conn_text = driver.find_element(By.ID, "conn").text
+        demo_stable_seen = stable_seen(driver)
         if SCREENSHOT:
             driver.execute_script("document.activeElement.blur()")
             driver.find_element(By.TAG_NAME, "body").screenshot(SCREENSHOT)
@@ -207,6 +237,7 @@ def run(server, tmp_path_factory) -> Run:
         if CAPTIONS_SCREENSHOT:
             driver.save_screenshot(CAPTIONS_SCREENSHOT)
         caption_end_state = driver.find_element(By.ID, "status").text
+        caption_stable_seen = stable_seen(driver)
         return Run(
             reference=reference,
             clip_s=clip_s,
@@ -220,6 +251,8 @@ def run(server, tmp_path_factory) -> Run:
             caption_end_state=caption_end_state,
             downloads=downloads,
             conn_text=conn_text,
+            demo_stable_seen=demo_stable_seen,
+            caption_stable_seen=caption_stable_seen,
         )
     except Exception:
         print("--- browser console ---\n" + browser.console_log())
@@ -275,6 +308,19 @@ def test_caption_view_follows_the_session(run: Run):
     # The view shows the last lines: the newest final is on screen after the session ended.
     assert run.finals[-1].text in run.caption_end_text, run.caption_end_text
     assert run.caption_end_state == "Session ended"
+
+
+def test_partials_show_committed_words_solid_and_the_tail_dimmed(run: Run):
+    """Protocol field `stable`: both pages render the committed prefix of a partial apart
+    from its tentative tail, and the committed words are words the speaker said."""
+    # Both pages get the same partials; on a loaded machine partials are shed and a page may
+    # see too few of them to show a prefix, so one page showing one is required.
+    assert run.demo_stable_seen or run.caption_stable_seen, "no page showed a committed prefix"
+    for page, seen in (("demo", run.demo_stable_seen), ("caption view", run.caption_stable_seen)):
+        assert all(sibling == "tentative" for _, sibling in seen), (page, seen)
+        spoken = set(normalise_words(run.reference))
+        committed = {w for text, _ in seen for w in normalise_words(text)}
+        assert len(committed & spoken) >= len(committed) * 0.7, (page, committed - spoken)
 
 
 def lines(driver) -> list[tuple[str, str]]:

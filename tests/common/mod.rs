@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod repetition;
+pub mod storage;
 pub mod wer;
 
 use std::net::SocketAddr;

@@ -271,7 +271,7 @@ async fn sessions_page_newest_first_and_delete_refuses_a_live_one() {
         .unwrap()
         .to_string();
     let (_, page) = get_json(&format!("{list}?limit=1")).await;
-    assert_eq!(ids(&page), [live.clone()]);
+    assert_eq!(ids(&page), [live.as_str()]);
     assert!(page["data"][0]["ended_ms"].is_null());
     assert!(
         server_has_live(&server, &live).await,
@@ -355,7 +355,7 @@ async fn retention_deletes_exactly_what_is_old() {
             "{gone}'s finals"
         );
     }
-    assert_eq!(store.finals("ended-29d").await.unwrap(), [sample.clone()]);
+    assert_eq!(store.finals("ended-29d").await.unwrap(), [sample]);
     // The cutoff itself: a session that ended exactly at it stays.
     let cutoff = cutoff_ms(now_ms(), 30);
     store

@@ -129,7 +129,7 @@ async function showStored() {
     const body = await res.json();
     if (body.session.ended_ms === null) return false; // still running, or cut off by a crash
     for (const f of body.finals) onCaption({ type: "final", text: f.text });
-    partial = "";
+    partial = { text: "", stable: "" };
     render();
     setState("ended", "Session ended");
     return true;

@@ -210,7 +210,10 @@ impl FinalRequest {
     }
 
     fn timed_out(&self) -> FinalResult {
-        tracing::error!(utterance = self.utterance, "local final missed its deadline");
+        tracing::error!(
+            utterance = self.utterance,
+            "local final missed its deadline"
+        );
         let mut result = self.result(Ok(String::new()), Source::Local);
         result.local_timeout = true;
         result

@@ -80,8 +80,7 @@ where
     let mut was_blocked = false;
 
     let outcome = loop {
-        if ending.is_some() && session.finals.is_empty() && session.pipeline.current().is_none()
-        {
+        if ending.is_some() && session.finals.is_empty() && session.pipeline.current().is_none() {
             break match ending {
                 Some(Ending::Limit(ref e)) => Outcome::Limited(e.code()),
                 _ => Outcome::Completed,

@@ -95,7 +95,11 @@ impl Session {
         self.outbox.send(&ready).await;
     }
 
-    pub(super) fn on_message(&mut self, msg: Message, after_eof: bool) -> Result<Input, ProtocolError> {
+    pub(super) fn on_message(
+        &mut self,
+        msg: Message,
+        after_eof: bool,
+    ) -> Result<Input, ProtocolError> {
         let max = self.deps.config.max_frame_bytes;
         match msg {
             Message::Binary(bytes) => {

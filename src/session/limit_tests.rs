@@ -71,7 +71,11 @@ async fn outstanding_finals_stop_the_reader_until_one_is_sent() {
     );
     assert_eq!(finals_asked(&engine), 2, "no third final while two are out");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(finals_asked(&engine), 4, "two more once the first two went out");
+    assert_eq!(
+        finals_asked(&engine),
+        4,
+        "two more once the first two went out"
+    );
     let (messages, code) = collect(&mut h.from_server).await;
     sender.await.unwrap();
     let finals = check_order(&messages);
@@ -184,17 +188,23 @@ async fn audio_after_a_stall_longer_than_the_idle_timeout_resumes_the_session() 
 #[tokio::test(start_paused = true)]
 async fn audio_sent_during_a_shutdown_drain_is_transcribed() {
     // The cut utterance's final takes long enough for the speech that follows to open the next.
-    let mut h = start_with(scripted(|_| Duration::from_millis(1_500)), Config::defaults());
+    let mut h = start_with(
+        scripted(|_| Duration::from_millis(1_500)),
+        Config::defaults(),
+    );
     let audio = jfk();
     stream_audio(&h.to_server, &audio[..16_000 * 3]).await;
     h.shutdown.cancel();
     // The client keeps talking for 3 s into the drain (the grace period is 10 s).
     stream_audio(&h.to_server, &audio[16_000 * 3..16_000 * 6]).await;
     let (messages, code) = collect(&mut h.from_server).await;
-    let late = messages.iter().any(
-        |m| matches!(m, ServerMessage::Final { start_ms, .. } if *start_ms >= 3_000),
+    let late = messages
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Final { start_ms, .. } if *start_ms >= 3_000));
+    assert!(
+        late,
+        "a final covers audio sent after the shutdown signal: {messages:?}"
     );
-    assert!(late, "a final covers audio sent after the shutdown signal: {messages:?}");
     assert_eq!(code, Some(close::SERVICE_RESTART));
     assert_eq!(h.session.await.unwrap(), Outcome::Completed);
 }

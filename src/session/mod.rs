@@ -13,6 +13,8 @@
 
 mod event_loop;
 mod input;
+#[cfg(test)]
+mod limit_tests;
 mod limits;
 pub mod outbox;
 pub mod params;
@@ -20,8 +22,6 @@ pub mod partials;
 pub mod pipeline;
 mod results;
 pub mod stable;
-#[cfg(test)]
-mod limit_tests;
 #[cfg(test)]
 mod tests;
 

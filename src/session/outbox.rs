@@ -104,7 +104,10 @@ where
         }
     }
     // Flush the close frame (if any) before the socket drops.
-    if tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await.is_err() {
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.close())
+        .await
+        .is_err()
+    {
         tracing::debug!("socket close timed out");
     }
 }

@@ -146,7 +146,9 @@ pub(super) async fn stream_audio(to_server: &mpsc::Sender<Message>, samples: &[f
 }
 
 /// Every message until the close frame, parsed; and the close code.
-pub(super) async fn collect(from_server: &mut mpsc::Receiver<Message>) -> (Vec<ServerMessage>, Option<u16>) {
+pub(super) async fn collect(
+    from_server: &mut mpsc::Receiver<Message>,
+) -> (Vec<ServerMessage>, Option<u16>) {
     let mut messages = Vec::new();
     while let Some(msg) = from_server.recv().await {
         match msg {

@@ -113,12 +113,12 @@ async fn bad_clients(server: &TestServer, speech: &[u8]) {
     ];
     assert_eq!(misbehave(server, frames).await, Some(1000), "1 MiB frames");
 
-    // A flood of flushes: twenty after every 250 ms of speech (the first ends an utterance,
-    // the rest find none open), all at full speed.
+    // A flood of flushes: fifty after every 250 ms of 2 s of speech (the first ends an
+    // utterance, the rest find none open), all at full speed.
     let mut flood = Vec::new();
-    for chunk in speech.chunks(RATE / 2) {
+    for chunk in speech[..RATE * 2 * 2].chunks(RATE / 2) {
         flood.push(Message::Binary(chunk.to_vec().into()));
-        flood.extend((0..20).map(|_| text(r#"{"type":"flush"}"#)));
+        flood.extend((0..50).map(|_| text(r#"{"type":"flush"}"#)));
     }
     flood.push(text(r#"{"type":"eof"}"#));
     assert_eq!(misbehave(server, flood).await, Some(1000), "flush flood");

@@ -44,6 +44,21 @@ async fn finals_come_from_the_final_model_and_stay_accurate() {
         "{health}"
     );
     assert_eq!(health["final_model"]["kind"], "tiny");
+    // Both pools count: the finals' pool has as many workers as the partials'.
+    let (workers, _) = whisper_api::Config::defaults().engine_shape();
+    assert_eq!(health["final_workers_alive"], workers, "{health}");
+    assert_eq!(health["workers_alive"], 2 * workers, "{health}");
+    let metrics = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let live = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("whisper_live_workers "))
+        .expect("whisper_live_workers in /metrics");
+    assert_eq!(live.parse::<usize>().unwrap(), 2 * workers, "{metrics}");
 
     let wav = speech_dir().join("short/jfk_inaugural_1961.wav");
     let pcm = s16le(&at_rate(&load_speech(&wav), MIC_RATE));
@@ -90,4 +105,21 @@ fn final_model_is_optional_and_off_by_default() {
     .unwrap();
     assert_eq!(config.final_model, Some("models/ggml-base.bin".into()));
     assert_eq!(whisper_api::Config::defaults().final_model, None);
+}
+
+#[test]
+fn an_empty_final_model_in_the_env_file_means_none() {
+    // .env.prod.sample ships `FINAL_MODEL=`; the server must read that as "no final model",
+    // not refuse to start. A missing WHISPER_MODEL then stops start-up with its own message.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_whisper-api"))
+        .env("FINAL_MODEL", "")
+        .env("WHISPER_MODEL", "models/no-such-model.bin")
+        .env("STORAGE_URL", "none")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(!stderr.contains("a value is required"), "{stderr}");
+    assert!(stderr.contains("no-such-model.bin"), "{stderr}");
 }

@@ -161,6 +161,7 @@ async fn transcribe(engine: &Engine, cuts: &[Cut]) -> String {
                 audio: Arc::new(c.audio.clone()),
                 prompt,
                 language: "en".into(),
+                session: 0,
             })
             .await
             .expect("inference");

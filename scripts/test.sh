@@ -16,6 +16,8 @@ echo "== cargo deny (licences, bans, sources; advisories where the database is r
 scripts/deny.sh
 echo "== cargo test"
 cargo test --release --workspace
+echo "== transcript storage on a real PostgreSQL; files through the openai SDK"
+scripts/test-storage.sh all
 echo "== monitoring and Kubernetes: promtool rule tests, a real Prometheus scraping the server,"
 echo "   the manifests rendered and validated offline"
 scripts/test-scale.sh all

@@ -141,6 +141,17 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Upload, ApiE
             ));
         }
         let name = field.name().unwrap_or_default().to_string();
+        // An upload under another name would otherwise be read as an over-long text field.
+        if name != "file" && field.file_name().is_some() {
+            return Err(ApiError::bad_request(
+                "unexpected_file_field",
+                format!(
+                    "unexpected file field {:?}; send the audio as \"file\"",
+                    clip(&name)
+                ),
+            )
+            .with_param("file"));
+        }
         let limit = if name == "file" {
             max
         } else {

@@ -207,6 +207,8 @@ def test_bad_uploads_get_openai_errors(server, client, files):
 
     wav = files["wav"].read_bytes()
     status, body = post({"audio": ("a.wav", wav), "model": (None, b"whisper-1")})
+    assert (status, body["error"]["code"], body["error"]["param"]) == (400, "unexpected_file_field", "file"), body
+    status, body = post({"model": (None, b"whisper-1")})
     assert (status, body["error"]["code"], body["error"]["param"]) == (400, "missing_parameter", "file"), body
     status, body = post({"file": ("a.wav", wav), "modle": (None, b"whisper-1")})
     assert (status, body["error"]["code"], body["error"]["param"]) == (400, "missing_parameter", "model"), body

@@ -151,6 +151,8 @@ pub enum ProtocolError {
     StartAfterAudio,
     #[error("server is at its limit of {0} sessions; retry later")]
     ServerBusy(usize),
+    #[error("this address already has {0} open sessions (MAX_SESSIONS_PER_IP); close one first")]
+    IpLimit(usize),
     #[error("the model is still loading; retry in a few seconds")]
     NotReady,
     #[error("server is restarting; reconnect")]
@@ -173,6 +175,7 @@ impl ProtocolError {
             ProtocolError::AfterEof => "after_eof",
             ProtocolError::StartAfterAudio => "start_after_audio",
             ProtocolError::ServerBusy(_) => "server_busy",
+            ProtocolError::IpLimit(_) => "ip_limit",
             ProtocolError::NotReady => "not_ready",
             ProtocolError::ShuttingDown => "shutting_down",
             ProtocolError::Internal => "internal",
@@ -189,7 +192,9 @@ impl ProtocolError {
             ProtocolError::BadJson(_) | ProtocolError::UnknownType(_) => close::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } => close::MESSAGE_TOO_BIG,
             ProtocolError::AfterEof | ProtocolError::StartAfterAudio => close::POLICY_VIOLATION,
-            ProtocolError::ServerBusy(_) | ProtocolError::NotReady => close::TRY_AGAIN_LATER,
+            ProtocolError::ServerBusy(_) | ProtocolError::NotReady | ProtocolError::IpLimit(_) => {
+                close::TRY_AGAIN_LATER
+            }
             ProtocolError::ShuttingDown => close::SERVICE_RESTART,
             ProtocolError::Internal => close::INTERNAL_ERROR,
         }

@@ -2,6 +2,8 @@
 // /captions/{session}/events) and shows its last lines in large type. EventSource reconnects by
 // itself after a network drop; the feed ends with `done` when the session ends.
 
+import { browserToken, withToken } from "./access.js";
+
 const params = new URLSearchParams(location.search);
 const session = params.get("session") || "";
 const box = document.getElementById("captions");
@@ -64,9 +66,9 @@ function onCaption(msg) {
   render();
 }
 
-function follow() {
+async function follow() {
   const url = new URL(`captions/${encodeURIComponent(session)}/events`, location.href);
-  const source = new EventSource(url);
+  const source = new EventSource(withToken(url, await browserToken()));
   source.onopen = () => {
     notFound = 0;
     setState("live", "");

@@ -269,10 +269,20 @@ pub struct Config {
     pub header_timeout_ms: u64,
 }
 
+/// Optional settings that an env file may leave empty (`FINAL_MODEL=` in .env.prod.sample):
+/// empty means unset, where clap would refuse an empty value.
+const OPTIONAL_ENV: &[&str] = &["FINAL_MODEL"];
+
 impl Config {
     /// Parses flags and environment, reading `.env` first when present.
     pub fn from_env_and_args() -> Self {
         let _ = dotenvy::dotenv();
+        for name in OPTIONAL_ENV {
+            if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+                // Called first thing in main, before anything else reads the environment.
+                std::env::remove_var(name);
+            }
+        }
         Self::parse()
     }
 

@@ -91,3 +91,20 @@ fn final_model_is_optional_and_off_by_default() {
     assert_eq!(config.final_model, Some("models/ggml-base.bin".into()));
     assert_eq!(whisper_api::Config::defaults().final_model, None);
 }
+
+#[test]
+fn an_empty_final_model_in_the_env_file_means_none() {
+    // .env.prod.sample ships `FINAL_MODEL=`; the server must read that as "no final model",
+    // not refuse to start. A missing WHISPER_MODEL then stops start-up with its own message.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_whisper-api"))
+        .env("FINAL_MODEL", "")
+        .env("WHISPER_MODEL", "models/no-such-model.bin")
+        .env("STORAGE_URL", "none")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(!stderr.contains("a value is required"), "{stderr}");
+    assert!(stderr.contains("no-such-model.bin"), "{stderr}");
+}

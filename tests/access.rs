@@ -245,12 +245,30 @@ async fn without_an_admin_listener_metrics_need_the_token() {
     assert_eq!(status_of(request).await.0, 404);
 }
 
+/// Waits until the server has no open session (a dropped client's session ends shortly after).
+async fn wait_idle(server: &TestServer) {
+    for _ in 0..100 {
+        let health: serde_json::Value = reqwest::get(server.http_url("/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["sessions"]["active"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sessions still open after 10 s");
+}
+
 /// Two sessions from one address with MAX_SESSIONS_PER_IP=1: the second is refused.
 async fn second_session(
     server: &TestServer,
     first: &[(&str, &str)],
     second: &[(&str, &str)],
 ) -> serde_json::Value {
+    wait_idle(server).await;
     let mut a = open(&server.ws_url(""), first).await.unwrap();
     assert_eq!(first_message(&mut a).await["type"], "ready");
     let mut b = open(&server.ws_url(""), second).await.unwrap();
@@ -294,8 +312,7 @@ async fn sessions_per_address_behind_and_without_a_trusted_proxy() {
     )
     .await;
     assert_eq!(answer["code"], "ip_limit");
-    // The slot is freed when a session ends.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slot is freed when a session ends (second_session waits for that first).
     let answer = second_session(
         &proxied,
         &[("x-forwarded-for", "192.0.2.3")],

@@ -9,7 +9,7 @@
 #               drained (tests/e2e/test_replicas.py; reuses the container suite's image, so
 #               scripts/test.sh runs it after scripts/test-deploy.sh)            (~1-2 min)
 #
-# Installs what it needs when missing (Debian: prometheus, kubectl via kubernetes-client;
+# Installs what it needs when missing (Debian: prometheus, kubectl via kubernetes-client, docker-compose;
 # PyPI: pytest, kubernetes-validate, websockets), builds the release server binary when absent, fetches
 # the model when absent. Extra arguments go to pytest.
 #
@@ -47,6 +47,7 @@ started=$SECONDS
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose) # compose files' config
 [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
 pip_missing=()
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=(pytest)

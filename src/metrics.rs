@@ -326,7 +326,8 @@ impl Metrics {
         }
     }
 
-    /// Local inference workers that are running; the "no live workers" alert fires at 0.
+    /// Local inference workers running in both pools (partials' and FINAL_MODEL's), read from
+    /// the pools at each scrape; the "no live workers" alert fires at 0.
     pub fn set_live_workers(&self, workers: usize) {
         self.live_workers.set(saturating_i64(workers));
     }

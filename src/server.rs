@@ -198,8 +198,6 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     if let Some(final_engine) = final_engine {
         let _ = state.final_engine.set(final_engine);
     }
-    // Set once here; a worker supervisor that restarts workers keeps it current.
-    state.metrics.set_live_workers(workers);
     let _ = state.engine.set(engine);
     Ok(())
 }

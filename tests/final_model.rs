@@ -44,6 +44,21 @@ async fn finals_come_from_the_final_model_and_stay_accurate() {
         "{health}"
     );
     assert_eq!(health["final_model"]["kind"], "tiny");
+    // Both pools count: the finals' pool has as many workers as the partials'.
+    let (workers, _) = whisper_api::Config::defaults().engine_shape();
+    assert_eq!(health["final_workers_alive"], workers, "{health}");
+    assert_eq!(health["workers_alive"], 2 * workers, "{health}");
+    let metrics = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let live = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("whisper_live_workers "))
+        .expect("whisper_live_workers in /metrics");
+    assert_eq!(live.parse::<usize>().unwrap(), 2 * workers, "{metrics}");
 
     let wav = speech_dir().join("short/jfk_inaugural_1961.wav");
     let pcm = s16le(&at_rate(&load_speech(&wav), MIC_RATE));

@@ -1,6 +1,7 @@
 //! `/ready` against the real server and model: 503 `loading` until the model is in, 200 with
 //! free slots, 503 `full` at `MAX_SESSIONS` (while `/health`, the liveness check, stays 200),
-//! and not ready while draining; `/metrics` keeps its names and tracks the free slots.
+//! and not ready while draining or with a worker pool down; `/metrics` keeps its names and
+//! tracks the free slots.
 
 mod common;
 
@@ -174,6 +175,56 @@ async fn ready_handler_says_draining_once_shutdown_starts() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["status"], "draining");
     assert_eq!(health::Readiness::of(&state).free_slots(), 0);
+}
+
+/// A pool left without workers (the partials' or FINAL_MODEL's) makes the server unready
+/// even with free slots; draining and loading come first.
+#[test]
+fn readiness_accounts_for_both_worker_pools() {
+    use health::{LiveWorkers, Readiness};
+    let pools = |partial_pool, final_pool| {
+        Some(LiveWorkers {
+            partial_pool,
+            final_pool,
+        })
+    };
+    assert_eq!(
+        Readiness::decide(false, pools(2, None), 3),
+        Readiness::Ready(3)
+    );
+    assert_eq!(
+        Readiness::decide(false, pools(2, Some(2)), 3),
+        Readiness::Ready(3)
+    );
+    assert_eq!(
+        Readiness::decide(false, pools(2, Some(0)), 3),
+        Readiness::Failed
+    );
+    assert_eq!(
+        Readiness::decide(false, pools(0, Some(2)), 3),
+        Readiness::Failed
+    );
+    assert_eq!(
+        Readiness::decide(false, pools(0, None), 3),
+        Readiness::Failed
+    );
+    assert_eq!(
+        Readiness::decide(false, pools(2, Some(2)), 0),
+        Readiness::Full
+    );
+    assert_eq!(
+        Readiness::decide(true, pools(2, Some(0)), 3),
+        Readiness::Draining
+    );
+    assert_eq!(Readiness::decide(false, None, 3), Readiness::Loading);
+    assert_eq!(Readiness::Failed.as_str(), "failed");
+    assert_eq!(Readiness::Failed.free_slots(), 0);
+    let workers = LiveWorkers {
+        partial_pool: 2,
+        final_pool: Some(1),
+    };
+    assert_eq!(workers.total(), 3);
+    assert!(!workers.pool_down());
 }
 
 /// The names dashboards and alert rules query, scraped from the real server: exactly these

@@ -240,7 +240,6 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while let Some(job) = self.queue.take() {
-            self.metrics.set_engine_queue_depth(self.queue.depth());
             if job.reply.is_closed() || job.cancel.is_cancelled() {
                 continue; // The session is gone or has moved on: don't spend CPU on it.
             }

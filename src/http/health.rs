@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::engine::openai::{OpenAiState, OpenAiStatus};
+use crate::engine::LocalEngine;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct HealthQuery {
@@ -114,9 +115,10 @@ async fn status(state: &AppState, deep: bool) -> (StatusCode, Json<Value>) {
     };
     let openai_ok = matches!(openai.state, OpenAiState::Ok)
         || state.config.primary_service == crate::config::PrimaryService::Local;
-    let workers_alive = engine.live_workers();
-    let (status, code) = if workers_alive == 0 {
-        // No worker can transcribe: restarting is the only remedy.
+    let workers = LiveWorkers::of(engine, state.final_engine.get());
+    let (status, code) = if workers.pool_down() {
+        // A pool without workers (partials', or FINAL_MODEL's for finals) cannot
+        // transcribe: restarting is the only remedy.
         ("failed", StatusCode::SERVICE_UNAVAILABLE)
     } else if state.shutdown.is_cancelled() {
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
@@ -131,8 +133,9 @@ async fn status(state: &AppState, deep: bool) -> (StatusCode, Json<Value>) {
         "uptime_s": uptime_s,
         "model": engine.info(),
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
-        "engine_queue": engine.queue().depth(),
-        "workers_alive": workers_alive,
+        "engine_queue": engine_queue_depth(&state),
+        "workers_alive": workers.total(),
+        "final_workers_alive": workers.final_pool,
         "final_model": state.final_engine.get().map(|e| e.info()),
         "primary_service": format!("{:?}", state.config.primary_service).to_lowercase(),
         "fallback_to_local": state.config.fallback_to_local,
@@ -145,11 +148,50 @@ async fn status(state: &AppState, deep: bool) -> (StatusCode, Json<Value>) {
     (code, Json(body))
 }
 
+/// Live inference workers of the partials' pool and, with `FINAL_MODEL`, of the finals' pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveWorkers {
+    pub partial_pool: usize,
+    /// `None` when finals run on the partials' pool.
+    pub final_pool: Option<usize>,
+}
+
+impl LiveWorkers {
+    pub fn of(engine: &LocalEngine, final_engine: Option<&LocalEngine>) -> Self {
+        Self {
+            partial_pool: engine.live_workers(),
+            final_pool: final_engine.map(LocalEngine::live_workers),
+        }
+    }
+
+    /// Every live worker (the `whisper_live_workers` gauge).
+    pub fn total(self) -> usize {
+        self.partial_pool + self.final_pool.unwrap_or(0)
+    }
+
+    /// A pool has no worker left: its partials or finals can never come.
+    pub fn pool_down(self) -> bool {
+        self.partial_pool == 0 || self.final_pool == Some(0)
+    }
+}
+
+/// Jobs waiting in both pools.
+fn engine_queue_depth(state: &AppState) -> usize {
+    let pools = state
+        .engine
+        .get()
+        .into_iter()
+        .chain(state.final_engine.get());
+    pools.map(|engine| engine.queue().depth()).sum()
+}
+
 /// Whether this server takes new sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
     Draining,
     Loading,
+    /// A worker pool (partials' or finals') has no live worker: sessions would get no text.
+    Failed,
     /// `MAX_SESSIONS` sessions are open.
     Full,
     /// This many more sessions would be accepted.
@@ -158,16 +200,26 @@ pub enum Readiness {
 
 impl Readiness {
     pub fn of(state: &AppState) -> Self {
+        let workers = state
+            .engine
+            .get()
+            .map(|engine| LiveWorkers::of(engine, state.final_engine.get()));
+        Self::decide(
+            state.shutdown.is_cancelled(),
+            workers,
+            state.sessions.available_permits(),
+        )
+    }
+
+    /// `workers` is `None` while the model loads; `free` is the free session slots.
+    pub fn decide(draining: bool, workers: Option<LiveWorkers>, free: usize) -> Self {
         // Draining first: a server told to stop during its load will never take a session.
-        if state.shutdown.is_cancelled() {
-            Self::Draining
-        } else if state.engine.get().is_none() {
-            Self::Loading
-        } else {
-            match state.sessions.available_permits() {
-                0 => Self::Full,
-                free => Self::Ready(free),
-            }
+        match workers {
+            _ if draining => Self::Draining,
+            None => Self::Loading,
+            Some(workers) if workers.pool_down() => Self::Failed,
+            Some(_) if free == 0 => Self::Full,
+            Some(_) => Self::Ready(free),
         }
     }
 
@@ -175,6 +227,7 @@ impl Readiness {
         match self {
             Self::Loading => "loading",
             Self::Draining => "draining",
+            Self::Failed => "failed",
             Self::Full => "full",
             Self::Ready(_) => "ready",
         }
@@ -208,6 +261,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state
         .metrics
         .set_session_capacity(free, state.config.max_sessions);
+    // Read from the pools at each scrape, so a worker that left either pool shows.
+    if let Some(engine) = state.engine.get() {
+        let workers = LiveWorkers::of(engine, state.final_engine.get());
+        state.metrics.set_live_workers(workers.total());
+        state
+            .metrics
+            .set_engine_queue_depth(engine_queue_depth(&state));
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(),

@@ -103,6 +103,16 @@ impl ApiError {
         )
     }
 
+    /// DELETE of a session or file job that is still running.
+    pub fn session_live() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "session_live",
+            "the session is still running; delete it once it has ended".into(),
+        )
+    }
+
     pub fn storage_disabled() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -105,7 +105,13 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let result = async {
         let id = checked_id(&id)?;
-        let deleted = store(&state)?
+        let store = store(&state)?;
+        // Only this process's sessions are known to be running; with several replicas on one
+        // PostgreSQL, a session live on another replica is not protected.
+        if state.recorder.is_live(id) {
+            return Err(ApiError::session_live());
+        }
+        let deleted = store
             .delete_session(id)
             .await
             .map_err(|e| failed(&state, "deleting a session", e))?;

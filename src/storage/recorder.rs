@@ -7,6 +7,7 @@
 //! halfway through a statement by sqlx; it may still land, which is harmless (inserts are
 //! idempotent per utterance).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     timeout: Duration,
     health: Mutex<StorageHealth>,
+    /// Sessions and file jobs of this process that are still running, so a DELETE cannot
+    /// pull a transcript from under a session that keeps writing to it.
+    live: Mutex<HashSet<String>>,
 }
 
 /// Cheap to clone; [`Recorder::disabled`] (`STORAGE_URL=none`) does nothing.
@@ -57,6 +61,7 @@ impl Recorder {
                 metrics,
                 timeout,
                 health: Mutex::new(health),
+                live: Mutex::default(),
             })),
             open_error: None,
         }
@@ -92,7 +97,17 @@ impl Recorder {
         }
     }
 
+    /// Whether `id` is a session or file job still running in this process.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.live.lock().expect("live lock").contains(id))
+    }
+
     pub async fn session_opened(&self, id: &str, kind: &str, parameters: &serde_json::Value) {
+        if let Some(inner) = &self.inner {
+            inner.live.lock().expect("live lock").insert(id.to_string());
+        }
         self.write("open session", |s| async move {
             s.open_session(id, kind, now_ms(), parameters).await
         })
@@ -100,6 +115,9 @@ impl Recorder {
     }
 
     pub async fn session_closed(&self, id: &str, outcome: &str) {
+        if let Some(inner) = &self.inner {
+            inner.live.lock().expect("live lock").remove(id);
+        }
         self.write("close session", |s| async move {
             s.close_session(id, now_ms(), outcome).await
         })

@@ -97,13 +97,37 @@ async function follow() {
     }
     // CLOSED: the server answered with an error status, most likely 404 for an unknown session.
     source.close();
-    if (document.body.dataset.state === "live" || ++notFound > NOT_FOUND_RETRIES) {
-      setState("ended", finals.length ? "Session ended" : "No live session with this id");
-      return;
-    }
-    setState("reconnecting", "Waiting for the session…");
-    setTimeout(follow, NOT_FOUND_RETRY_MS);
+    onClosed();
   };
+}
+
+/** The feed is gone: an ended session shows its stored text; an unknown one is retried a few
+ * times, as it may be a reconnect racing the server's restart. */
+async function onClosed() {
+  if (!finals.length && (await showStored())) return;
+  if (document.body.dataset.state === "live" || ++notFound > NOT_FOUND_RETRIES) {
+    setState("ended", finals.length ? "Session ended" : "No live session with this id");
+    return;
+  }
+  setState("reconnecting", "Waiting for the session…");
+  setTimeout(follow, NOT_FOUND_RETRY_MS);
+}
+
+/** Shows the stored transcript of an ended session; false when there is none to show. */
+async function showStored() {
+  try {
+    const res = await fetch(`v1/sessions/${encodeURIComponent(session)}/transcript`);
+    if (!res.ok) return false;
+    const body = await res.json();
+    if (body.session.ended_ms === null) return false; // still running, or cut off by a crash
+    for (const f of body.finals) onCaption({ type: "final", text: f.text });
+    partial = "";
+    render();
+    setState("ended", "Session ended");
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 configure();

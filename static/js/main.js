@@ -22,6 +22,8 @@ const ui = {
   copied: $("copied"),
   downloads: [...document.querySelectorAll("[data-download]")],
   clear: $("clear"),
+  reopen: $("reopen"),
+  reopenId: $("reopen-id"),
 };
 
 const transcript = new Transcript(ui.list, updateActions);
@@ -113,6 +115,26 @@ function showSession(id) {
   ui.captionLink.href = view.toString();
   view.searchParams.set("bg", "green");
   ui.captionLinkGreen.href = view.toString();
+}
+
+/** Shows a stored session's transcript (GET /v1/sessions/{id}/transcript), e.g. after a reload. */
+async function reopen(id) {
+  showError("");
+  let body;
+  try {
+    const res = await fetch(`v1/sessions/${encodeURIComponent(id)}/transcript`);
+    body = await res.json();
+    if (!res.ok) throw new Error(body.error ? body.error.message : `HTTP ${res.status}`);
+  } catch (err) {
+    showError(`Cannot reopen session ${id}: ${err.message}`);
+    return;
+  }
+  transcript.clear();
+  const session = { id, offsetMs: 0 };
+  for (const f of body.finals) transcript.apply({ type: "final", ...f }, session);
+  ui.empty.hidden = transcript.finalCount > 0;
+  showSession(id);
+  ui.session.dataset.state = body.session.ended_ms === null ? "live" : "ended";
 }
 
 async function start() {
@@ -220,6 +242,20 @@ function init() {
     ui.empty.hidden = false;
   });
   for (const button of ui.downloads) button.addEventListener("click", () => download(button.dataset.download));
+  ui.reopen.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = ui.reopenId.value.trim();
+    if (!id) return;
+    const url = new URL(location.href);
+    url.searchParams.set("session", id);
+    history.replaceState(null, "", url);
+    reopen(id);
+  });
+  const asked = new URLSearchParams(location.search).get("session");
+  if (asked) {
+    ui.reopenId.value = asked;
+    reopen(asked);
+  }
   updateActions();
   document.body.dataset.ready = "true";
 }

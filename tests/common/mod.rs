@@ -1,9 +1,10 @@
 //! Shared test support: start the real server on port 0 with the real model, stream speech
 //! through a real WebSocket client, and score transcripts.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod client;
 pub mod repetition;
+pub mod storage;
 pub mod wer;
 
 use std::net::SocketAddr;

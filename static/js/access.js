@@ -25,3 +25,9 @@ export function withToken(url, token) {
   if (token) url.searchParams.set("token", token);
   return url;
 }
+
+/** `fetch` of a protected API path with a fresh browser token, when the server gives one. */
+export async function fetchWithToken(path) {
+  const token = await browserToken();
+  return fetch(path, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+}

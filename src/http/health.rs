@@ -133,7 +133,7 @@ async fn status(state: &AppState, deep: bool) -> (StatusCode, Json<Value>) {
         "uptime_s": uptime_s,
         "model": engine.info(),
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
-        "engine_queue": engine_queue_depth(&state),
+        "engine_queue": engine_queue_depth(state),
         "workers_alive": workers.total(),
         "final_workers_alive": workers.final_pool,
         "final_model": state.final_engine.get().map(|e| e.info()),

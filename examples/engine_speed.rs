@@ -49,6 +49,7 @@ async fn main() {
             for _ in 0..3 {
                 let request = TranscribeRequest {
                     kind,
+                    session: 0,
                     audio: audio.clone(),
                     prompt: String::new(),
                     language: "en".into(),

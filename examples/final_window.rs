@@ -80,6 +80,7 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
     let t = engine
         .transcribe(TranscribeRequest {
             kind: JobKind::Final,
+            session: 0,
             audio: Arc::new(audio),
             prompt,
             language: "en".into(),

@@ -138,6 +138,7 @@ async fn main() {
         let secs = audio.len() as f64 / SAMPLE_RATE;
         let request = TranscribeRequest {
             kind: args.kind,
+            session: 0,
             audio,
             prompt: String::new(),
             language: args.language.clone(),

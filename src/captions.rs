@@ -84,6 +84,19 @@ impl Feed {
     }
 }
 
+/// Keeps a session's feed open; dropping it closes the feed ([`CaptionHub::close`]).
+#[must_use = "the feed closes when the guard is dropped"]
+pub struct FeedGuard {
+    hub: Arc<CaptionHub>,
+    session: String,
+}
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        self.hub.close(&self.session);
+    }
+}
+
 /// Caption feeds of all live sessions. Held in an `Arc` by the HTTP state and the sessions.
 #[derive(Default)]
 pub struct CaptionHub {
@@ -124,6 +137,16 @@ impl CaptionHub {
         feed.record(&msg);
         // An error only means nobody is watching right now.
         let _ = feed.sender.send(msg);
+    }
+
+    /// Opens a session's feed and returns a guard that closes it when dropped, whatever
+    /// ends the session.
+    pub fn feed(self: &Arc<Self>, session: &str) -> FeedGuard {
+        self.open(session);
+        FeedGuard {
+            hub: self.clone(),
+            session: session.to_string(),
+        }
     }
 
     /// Ends a session's feed: viewers get `done` (unless the session already sent it) and then
@@ -270,6 +293,18 @@ mod tests {
             *slow.receiver.try_recv().unwrap(),
             partial(0, &extra.to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_feed_guard_closes_the_feed() {
+        let hub = Arc::new(CaptionHub::new());
+        let guard = hub.feed("s");
+        let mut sub = hub.subscribe("s").unwrap();
+        // A session future dropped mid-way (a panic, an aborted task) drops its guard.
+        drop(guard);
+        assert_eq!(*sub.receiver.recv().await.unwrap(), ServerMessage::Done);
+        assert_eq!(sub.receiver.recv().await, Err(RecvError::Closed));
+        assert!(hub.is_empty());
     }
 
     #[tokio::test]

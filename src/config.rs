@@ -144,6 +144,24 @@ pub struct Config {
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 2_000)]
     pub idle_timeout_ms: u64,
 
+    /// Finals one session may have outstanding; at this many the server stops reading its
+    /// socket until one is sent (TCP pushes back on the client).
+    #[arg(long, env = "MAX_PENDING_FINALS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_finals: u32,
+
+    /// Longest a session may last, in milliseconds (default 4 h); 0 = no limit.
+    #[arg(long, env = "MAX_SESSION_MS", default_value_t = 4 * 3_600_000)]
+    pub max_session_ms: u64,
+
+    /// A session whose audio holds no speech for this long is ended, in milliseconds
+    /// (default 10 min); 0 = never.
+    #[arg(long, env = "NO_SPEECH_TIMEOUT_MS", default_value_t = 600_000)]
+    pub no_speech_timeout_ms: u64,
+
+    /// Longest a local final may take, queue wait included, in milliseconds.
+    #[arg(long, env = "LOCAL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub local_timeout_ms: u64,
+
     /// Largest accepted WebSocket message, in bytes.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
@@ -185,6 +203,11 @@ pub struct Config {
     /// Deadline for one utterance's OpenAI transcription, retries included, in milliseconds.
     #[arg(long, env = "OPENAI_TIMEOUT_MS", default_value_t = 4_000)]
     pub openai_timeout_ms: u64,
+
+    /// OpenAI requests in flight at once, over all sessions; a final that cannot start one
+    /// within its deadline falls back to local.
+    #[arg(long, env = "OPENAI_MAX_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub openai_max_concurrency: u32,
 
     /// Comma-separated keywords sent to models that accept them (gpt-transcribe).
     #[arg(long, env = "OPENAI_KEYWORDS", default_value = "")]
@@ -293,6 +316,20 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// `MAX_SESSION_MS`, `None` when 0 (no limit).
+    pub fn max_session(&self) -> Option<Duration> {
+        (self.max_session_ms > 0).then(|| Duration::from_millis(self.max_session_ms))
+    }
+
+    /// `NO_SPEECH_TIMEOUT_MS`, `None` when 0 (never).
+    pub fn no_speech_timeout(&self) -> Option<Duration> {
+        (self.no_speech_timeout_ms > 0).then(|| Duration::from_millis(self.no_speech_timeout_ms))
+    }
+
+    pub fn local_timeout(&self) -> Duration {
+        Duration::from_millis(self.local_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -135,6 +135,7 @@ fn cut(
                 continue;
             };
             let request = FinalRequest {
+                session: 0,
                 utterance,
                 start_ms: samples_to_ms(start_sample),
                 end_ms: samples_to_ms(end_sample),

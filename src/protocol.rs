@@ -149,6 +149,12 @@ pub enum ProtocolError {
     AfterEof,
     #[error("start must come before any audio")]
     StartAfterAudio,
+    #[error("start may be sent only once")]
+    StartRepeated,
+    #[error("no speech heard for {ms} ms; session ended")]
+    NoSpeech { ms: u64 },
+    #[error("session reached the server's limit of {max_ms} ms")]
+    SessionTooLong { max_ms: u64 },
     #[error("server is at its limit of {0} sessions; retry later")]
     ServerBusy(usize),
     #[error("this address already has {0} open sessions (MAX_SESSIONS_PER_IP); close one first")]
@@ -174,6 +180,9 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge { .. } => "frame_too_large",
             ProtocolError::AfterEof => "after_eof",
             ProtocolError::StartAfterAudio => "start_after_audio",
+            ProtocolError::StartRepeated => "start_repeated",
+            ProtocolError::NoSpeech { .. } => "no_speech",
+            ProtocolError::SessionTooLong { .. } => "session_too_long",
             ProtocolError::ServerBusy(_) => "server_busy",
             ProtocolError::IpLimit(_) => "ip_limit",
             ProtocolError::NotReady => "not_ready",
@@ -191,7 +200,11 @@ impl ProtocolError {
             | ProtocolError::BadLanguage(_) => close::POLICY_VIOLATION,
             ProtocolError::BadJson(_) | ProtocolError::UnknownType(_) => close::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } => close::MESSAGE_TOO_BIG,
-            ProtocolError::AfterEof | ProtocolError::StartAfterAudio => close::POLICY_VIOLATION,
+            ProtocolError::AfterEof
+            | ProtocolError::StartAfterAudio
+            | ProtocolError::StartRepeated
+            | ProtocolError::NoSpeech { .. }
+            | ProtocolError::SessionTooLong { .. } => close::POLICY_VIOLATION,
             ProtocolError::ServerBusy(_) | ProtocolError::NotReady | ProtocolError::IpLimit(_) => {
                 close::TRY_AGAIN_LATER
             }

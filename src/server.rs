@@ -193,7 +193,8 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         final_engine.as_ref().unwrap_or(&engine).handle(),
         state.openai.clone(),
         config.fallback_to_local,
-    );
+    )
+    .with_local_deadline(config.local_timeout());
     let _ = state.final_pass.set(final_pass);
     if let Some(final_engine) = final_engine {
         let _ = state.final_engine.set(final_engine);

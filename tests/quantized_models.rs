@@ -119,6 +119,7 @@ fn transcribe(model: &Path, audio: &Arc<Vec<f32>>) -> String {
     rt.block_on(async {
         let request = TranscribeRequest {
             kind: JobKind::Final,
+            session: 0,
             audio: audio.clone(),
             prompt: String::new(),
             language: "en".into(),

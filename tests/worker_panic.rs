@@ -17,6 +17,7 @@ const WORKERS: usize = 2;
 fn request(audio: &Arc<Vec<f32>>, prompt: &str) -> TranscribeRequest {
     TranscribeRequest {
         kind: JobKind::Final,
+        session: 0,
         audio: audio.clone(),
         prompt: prompt.into(),
         language: "en".into(),

@@ -32,6 +32,7 @@ pub async fn run(clips: &[Clip], model: PathBuf, threads: usize, language: &str)
     for clip in clips {
         let request = TranscribeRequest {
             kind: JobKind::Final,
+            session: 0,
             audio: Arc::new(clip.samples.clone()),
             prompt: String::new(),
             language: language.into(),

@@ -7,16 +7,18 @@
 //! text as a [`Preview`], and the session decides what to send.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::openai::{FallbackReason, OpenAiClient};
-use super::{filter, Engine, EngineError, JobKind, TranscribeRequest, Transcript};
+use super::{filter, Engine, EngineError, JobKind, SessionKey, TranscribeRequest, Transcript};
 use crate::protocol::{ServerMessage, Source};
 
 /// A finished utterance waiting for its final.
 pub struct FinalRequest {
+    /// The session it belongs to, for the engine queue's round-robin.
+    pub session: SessionKey,
     pub utterance: u64,
     pub start_ms: u64,
     pub end_ms: u64,
@@ -48,10 +50,19 @@ pub struct FinalResult {
     pub fallback_reason: Option<String>,
     /// OpenAI failed and fallback is disabled: an `openai_failed` error takes the final's place.
     pub failure: Option<FallbackReason>,
+    /// The local job missed its deadline: a `local_timeout` error takes the final's place.
+    pub local_timeout: bool,
 }
 
 impl FinalResult {
     pub fn to_message(&self) -> ServerMessage {
+        if self.local_timeout {
+            return ServerMessage::Error {
+                code: "local_timeout".into(),
+                message: "the local model did not transcribe this utterance in time".into(),
+                utterance: Some(self.utterance),
+            };
+        }
         if let Some(reason) = self.failure {
             return ServerMessage::Error {
                 code: "openai_failed".into(),
@@ -78,7 +89,12 @@ pub struct FinalPass {
     /// `None` with `PRIMARY_SERVICE=local`.
     openai: Option<OpenAiClient>,
     fallback_to_local: bool,
+    /// Longest a local final may take, queue wait included (`LOCAL_TIMEOUT_MS`).
+    local_deadline: Duration,
 }
+
+/// The local deadline until [`FinalPass::with_local_deadline`] sets the configured one.
+const DEFAULT_LOCAL_DEADLINE: Duration = Duration::from_secs(60);
 
 impl FinalPass {
     pub fn new(engine: Engine, openai: Option<OpenAiClient>, fallback_to_local: bool) -> Self {
@@ -86,7 +102,15 @@ impl FinalPass {
             engine,
             openai,
             fallback_to_local,
+            local_deadline: DEFAULT_LOCAL_DEADLINE,
         }
+    }
+
+    /// A local final that takes longer than `deadline` (a hung worker, a queue that never
+    /// drains) gives up, so the session is not held open forever.
+    pub fn with_local_deadline(mut self, deadline: Duration) -> Self {
+        self.local_deadline = deadline;
+        self
     }
 
     /// Produces the utterance's final.
@@ -98,7 +122,11 @@ impl FinalPass {
     /// error when fallback is disabled).
     pub async fn run(self, req: FinalRequest, previews: mpsc::Sender<Preview>) -> FinalResult {
         let Some(openai) = self.openai.clone() else {
-            let text = local_text(self.local_transcript(&req).await, &req);
+            let transcript = self.local_transcript(&req).await;
+            if transcript == Err(EngineError::Timeout) {
+                return req.timed_out();
+            }
+            let text = local_text(transcript, &req);
             return req.result(Ok(text), Source::Local);
         };
         let local = self.local_transcript(&req);
@@ -137,7 +165,10 @@ impl FinalPass {
         }
         let text = match local_done {
             Some(text) => text,
-            None => local_text(local.await, &req),
+            None => match local.await {
+                Err(EngineError::Timeout) => return req.timed_out(),
+                transcript => local_text(transcript, &req),
+            },
         };
         let mut result = req.result(Ok(text), Source::Local);
         result.fallback_reason = Some(reason.as_str().to_string());
@@ -145,14 +176,17 @@ impl FinalPass {
     }
 
     async fn local_transcript(&self, req: &FinalRequest) -> Result<Transcript, EngineError> {
-        self.engine
-            .transcribe(TranscribeRequest {
-                kind: JobKind::Final,
-                audio: req.audio.clone(),
-                prompt: req.prompt.clone(),
-                language: req.language.clone(),
-            })
+        let job = self.engine.transcribe(TranscribeRequest {
+            kind: JobKind::Final,
+            session: req.session,
+            audio: req.audio.clone(),
+            prompt: req.prompt.clone(),
+            language: req.language.clone(),
+        });
+        // Dropping the job on timeout cancels it if no worker has started it.
+        tokio::time::timeout(self.local_deadline, job)
             .await
+            .unwrap_or(Err(EngineError::Timeout))
     }
 }
 
@@ -171,7 +205,18 @@ impl FinalRequest {
             source,
             fallback_reason: None,
             failure,
+            local_timeout: false,
         }
+    }
+
+    fn timed_out(&self) -> FinalResult {
+        tracing::error!(
+            utterance = self.utterance,
+            "local final missed its deadline"
+        );
+        let mut result = self.result(Ok(String::new()), Source::Local);
+        result.local_timeout = true;
+        result
     }
 }
 

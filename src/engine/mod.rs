@@ -35,12 +35,18 @@ pub enum JobKind {
 #[derive(Clone, Debug)]
 pub struct TranscribeRequest {
     pub kind: JobKind,
+    /// Who asks (a session's [`SessionKey`], or 0 for one-off jobs): the queue takes finals
+    /// round-robin by it.
+    pub session: SessionKey,
     /// 16 kHz mono samples.
     pub audio: Arc<Vec<f32>>,
     /// Text that came before (the session's previous finals), for continuity.
     pub prompt: String,
     pub language: String,
 }
+
+/// Identifies the session a job belongs to, for fair scheduling.
+pub type SessionKey = u64;
 
 /// The local model's answer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -61,6 +67,9 @@ pub enum EngineError {
     Shed,
     #[error("engine is shutting down")]
     Closed,
+    /// A final missed its deadline (`LOCAL_TIMEOUT_MS`).
+    #[error("local transcription missed its deadline")]
+    Timeout,
     #[error("whisper inference failed: {0}")]
     Inference(String),
 }
@@ -95,6 +104,7 @@ impl Engine {
 /// One queued request, as the worker threads see it.
 pub struct Job {
     pub kind: JobKind,
+    pub session: SessionKey,
     pub audio: Arc<Vec<f32>>,
     pub prompt: String,
     pub language: String,
@@ -117,6 +127,7 @@ impl Job {
         (
             Self {
                 kind: request.kind,
+                session: request.session,
                 audio: request.audio,
                 prompt: request.prompt,
                 language: request.language,

@@ -3,6 +3,10 @@
 //! Finals are taken before partials. When the queue is full a new partial is refused
 //! (shed) — its session will ask again with more audio — while a final evicts the oldest
 //! waiting partial or, failing that, waits for room: finals are never dropped.
+//!
+//! Finals are taken round-robin by session ([`Fair`]): a session that queues a burst of finals
+//! (a file sent at full speed, `flush` spam) gets one turn in every round like the others,
+//! so it cannot push everyone else's finals behind its own.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
@@ -11,16 +15,46 @@ use tokio::sync::Notify;
 
 use super::{EngineError, Job, JobKind};
 
+/// Jobs queued per session, served one per session in turn.
+#[derive(Default)]
+struct Fair {
+    /// Sessions with waiting jobs, in the order of their next turn; each keeps its own jobs
+    /// in arrival order. Few sessions are ever waiting at once, so a linear scan is cheap.
+    turns: VecDeque<(u64, VecDeque<Job>)>,
+    len: usize,
+}
+
+impl Fair {
+    fn push(&mut self, job: Job) {
+        self.len += 1;
+        match self.turns.iter_mut().find(|(s, _)| *s == job.session) {
+            Some((_, jobs)) => jobs.push_back(job),
+            None => self.turns.push_back((job.session, VecDeque::from([job]))),
+        }
+    }
+
+    /// The next session's oldest job; that session then goes to the back of the round.
+    fn pop(&mut self) -> Option<Job> {
+        let (session, mut jobs) = self.turns.pop_front()?;
+        let job = jobs.pop_front();
+        if !jobs.is_empty() {
+            self.turns.push_back((session, jobs));
+        }
+        self.len -= job.is_some() as usize;
+        job
+    }
+}
+
 #[derive(Default)]
 struct Queues {
-    finals: VecDeque<Job>,
+    finals: Fair,
     partials: VecDeque<Job>,
     closed: bool,
 }
 
 impl Queues {
     fn len(&self) -> usize {
-        self.finals.len() + self.partials.len()
+        self.finals.len + self.partials.len()
     }
 }
 
@@ -82,7 +116,7 @@ impl JobQueue {
                 if q.len() < self.capacity {
                     let job = job.take().expect("job present");
                     match job.kind {
-                        JobKind::Final => q.finals.push_back(job),
+                        JobKind::Final => q.finals.push(job),
                         JobKind::Partial => q.partials.push_back(job),
                     }
                     self.available.notify_one();
@@ -97,7 +131,7 @@ impl JobQueue {
     pub fn take(&self) -> Option<Job> {
         let mut q = lock(&self.queues);
         loop {
-            let job = q.finals.pop_front().or_else(|| q.partials.pop_front());
+            let job = q.finals.pop().or_else(|| q.partials.pop_front());
             if let Some(job) = job {
                 self.room.notify_waiters();
                 return Some(job);
@@ -126,15 +160,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn job(
-        kind: JobKind,
-    ) -> (
-        Job,
-        tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>,
-    ) {
+    type Reply = tokio::sync::oneshot::Receiver<Result<super::super::Transcript, EngineError>>;
+
+    fn job(kind: JobKind) -> (Job, Reply) {
+        job_of(0, kind, 0)
+    }
+
+    /// A job of `session` whose audio has `tag` samples, so the test can tell jobs apart.
+    fn job_of(session: u64, kind: JobKind, tag: usize) -> (Job, Reply) {
         Job::new(super::super::TranscribeRequest {
             kind,
-            audio: Arc::new(vec![]),
+            session,
+            audio: Arc::new(vec![0.0; tag]),
             prompt: String::new(),
             language: "en".into(),
         })
@@ -180,5 +217,42 @@ mod tests {
         q.close();
         assert!(q.take().is_some(), "queued work drains after close");
         assert!(q.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn finals_are_taken_round_robin_by_session() {
+        let q = JobQueue::new(16);
+        let mut replies = Vec::new();
+        // Session 1 queues a burst of five finals, then sessions 2 and 3 one each.
+        for tag in 0..5 {
+            let (j, r) = job_of(1, JobKind::Final, 10 + tag);
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        for session in [2, 3] {
+            let (j, r) = job_of(session, JobKind::Final, 20 + session as usize);
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        let (p, _p_rx) = job_of(2, JobKind::Partial, 99);
+        q.submit(p).await.unwrap();
+        let order: Vec<(u64, usize)> = (0..8)
+            .map(|_| q.take().map(|j| (j.session, j.audio.len())).unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (1, 10),
+                (2, 22),
+                (3, 23),
+                (1, 11),
+                (1, 12),
+                (1, 13),
+                (1, 14),
+                (2, 99)
+            ],
+            "the burst waits its turns; each session's finals stay in order; partials last"
+        );
+        assert_eq!(q.depth(), 0);
     }
 }

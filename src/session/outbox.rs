@@ -19,6 +19,9 @@ use crate::protocol::ServerMessage;
 const OUTBOX_CAPACITY: usize = 64;
 /// A client that accepts no data for this long is treated as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the final flush and close of the socket may take; a client that stopped reading
+/// would otherwise hold the writer (and its socket) forever.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Outbound {
     Text(String),
@@ -101,5 +104,10 @@ where
         }
     }
     // Flush the close frame (if any) before the socket drops.
-    let _ = sink.close().await;
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.close())
+        .await
+        .is_err()
+    {
+        tracing::debug!("socket close timed out");
+    }
 }

@@ -89,6 +89,7 @@ impl Partials {
         self.requested_len = audio.len();
         let request = TranscribeRequest {
             kind: JobKind::Partial,
+            session: 0, // the session sets its own key
             audio: Arc::new(audio.to_vec()),
             prompt: prompt(),
             language: language.to_string(),

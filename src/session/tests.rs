@@ -22,16 +22,16 @@ use crate::engine::{
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 
-const FRAME_MS: u64 = 20;
-const FRAME_SAMPLES: usize = 16 * FRAME_MS as usize;
+pub(super) const FRAME_MS: u64 = 20;
+pub(super) const FRAME_SAMPLES: usize = 16 * FRAME_MS as usize;
 
 /// Answers after a scripted delay with a text naming the request, so tests can tell which
 /// answer they got.
-struct Scripted {
-    final_delay: fn(audio_secs: f64) -> Duration,
-    partial: fn() -> Result<(), EngineError>,
-    partial_text: fn(audio_secs: f64) -> String,
-    log: Mutex<Vec<(JobKind, usize)>>,
+pub(super) struct Scripted {
+    pub(super) final_delay: fn(audio_secs: f64) -> Duration,
+    pub(super) partial: fn() -> Result<(), EngineError>,
+    pub(super) partial_text: fn(audio_secs: f64) -> String,
+    pub(super) log: Mutex<Vec<(JobKind, usize)>>,
 }
 
 impl Transcribe for Scripted {
@@ -67,7 +67,7 @@ impl Transcribe for Scripted {
     }
 }
 
-fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
+pub(super) fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
     Arc::new(Scripted {
         final_delay,
         partial: || Ok(()),
@@ -76,16 +76,20 @@ fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
     })
 }
 
-struct Harness {
-    to_server: mpsc::Sender<Message>,
-    from_server: mpsc::Receiver<Message>,
-    shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
-    session: tokio::task::JoinHandle<Outcome>,
+pub(super) struct Harness {
+    pub(super) to_server: mpsc::Sender<Message>,
+    pub(super) from_server: mpsc::Receiver<Message>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) session: tokio::task::JoinHandle<Outcome>,
 }
 
 fn start(engine: Arc<Scripted>) -> Harness {
-    let config = Arc::new(Config::defaults());
+    start_with(engine, Config::defaults())
+}
+
+pub(super) fn start_with(engine: Arc<Scripted>, config: Config) -> Harness {
+    let config = Arc::new(config);
     let engine = Engine::new(engine);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -124,13 +128,13 @@ fn sink(tx: mpsc::Sender<Message>) -> impl Sink<Message, Error = &'static str> +
     }))
 }
 
-fn jfk() -> Vec<f32> {
+pub(super) fn jfk() -> Vec<f32> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jfk.wav");
     wav::parse(&std::fs::read(path).unwrap()).unwrap().samples
 }
 
 /// Sends `samples` as 16 kHz s16le frames paced like a microphone.
-async fn stream_audio(to_server: &mpsc::Sender<Message>, samples: &[f32]) {
+pub(super) async fn stream_audio(to_server: &mpsc::Sender<Message>, samples: &[f32]) {
     for frame in samples.chunks(FRAME_SAMPLES) {
         let bytes: Vec<u8> = frame
             .iter()
@@ -142,7 +146,9 @@ async fn stream_audio(to_server: &mpsc::Sender<Message>, samples: &[f32]) {
 }
 
 /// Every message until the close frame, parsed; and the close code.
-async fn collect(from_server: &mut mpsc::Receiver<Message>) -> (Vec<ServerMessage>, Option<u16>) {
+pub(super) async fn collect(
+    from_server: &mut mpsc::Receiver<Message>,
+) -> (Vec<ServerMessage>, Option<u16>) {
     let mut messages = Vec::new();
     while let Some(msg) = from_server.recv().await {
         match msg {
@@ -155,7 +161,7 @@ async fn collect(from_server: &mut mpsc::Receiver<Message>) -> (Vec<ServerMessag
 }
 
 /// Checks the protocol's ordering promises; returns the finals' utterance numbers.
-fn check_order(messages: &[ServerMessage]) -> Vec<u64> {
+pub(super) fn check_order(messages: &[ServerMessage]) -> Vec<u64> {
     assert!(matches!(
         messages.first(),
         Some(ServerMessage::Ready { .. })

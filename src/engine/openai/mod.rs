@@ -100,6 +100,8 @@ struct Inner {
     /// Only to scrub log details, in case an upstream ever echoes it.
     key: Secret,
     timeout: Duration,
+    /// `OPENAI_MAX_CONCURRENCY` permits: one per request in flight, over all sessions.
+    permits: tokio::sync::Semaphore,
     fallback_to_local: bool,
     circuit_cooldown: Duration,
     breaker: Mutex<CircuitBreaker>,
@@ -172,6 +174,7 @@ impl OpenAiClient {
                 auth,
                 key: config.openai_api_key.clone(),
                 timeout: config.openai_timeout(),
+                permits: tokio::sync::Semaphore::new(config.openai_max_concurrency as usize),
                 fallback_to_local: config.fallback_to_local,
                 circuit_cooldown: cooldown,
                 breaker: Mutex::new(CircuitBreaker::new(
@@ -234,6 +237,15 @@ impl OpenAiClient {
         let Some(auth) = &inner.auth else {
             return (Err(FallbackReason::NoApiKey), 0);
         };
+        let deadline = started + inner.timeout;
+        // Waiting for a free slot counts against the utterance's deadline; running out of
+        // time here is a timeout like any other, but says nothing about OpenAI's health, so
+        // the breaker and /health are left alone.
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout_at(deadline.into(), inner.permits.acquire()).await
+        else {
+            return (Err(FallbackReason::Timeout), 0);
+        };
         let admission = self.breaker().admit(Instant::now());
         if admission == Admission::Rejected {
             return (Err(FallbackReason::CircuitOpen), 0);
@@ -242,7 +254,6 @@ impl OpenAiClient {
             client: self,
             armed: admission == Admission::Probe,
         };
-        let deadline = started + inner.timeout;
         let wav = wav::encode_mono_s16(samples_16k, PIPELINE_RATE);
         let fields = request::text_fields(
             inner.family,

@@ -63,8 +63,9 @@ echo "deploy-remote: deploying $environment to $target:$project"
 secrets | ssh "${ssh_opts[@]}" "$target" \
     "cd $remote_dir && ./scripts/deploy.sh $environment --secrets-stdin"
 
-echo "deploy-remote: verifying http://127.0.0.1:$health_port/health?deep=1 on the server"
+# deploy.sh ran the deep check on the new colour's admin listener; this one goes through the proxy.
+echo "deploy-remote: verifying http://127.0.0.1:$health_port/health on the server"
 # shellcheck disable=SC2029  # the port is expanded here on purpose
-ssh "${ssh_opts[@]}" "$target" "curl -fsS --max-time 20 'http://127.0.0.1:$health_port/health?deep=1'" </dev/null
+ssh "${ssh_opts[@]}" "$target" "curl -fsS --max-time 20 'http://127.0.0.1:$health_port/health'" </dev/null
 echo
 echo "deploy-remote: $environment is healthy"

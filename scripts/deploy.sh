@@ -176,6 +176,9 @@ running() {
 
 # The body of GET $2 inside container $1; fails on a non-2xx answer.
 http_in() { docker exec "$1" curl -fsS --max-time 10 "http://127.0.0.1:8000$2"; }
+# The same on the container's admin listener (ADMIN_ADDR in the compose file: /metrics and the
+# deep health check are not on the public port).
+admin_in() { docker exec "$1" curl -fsS --max-time 10 "http://127.0.0.1:9091$2"; }
 
 wait_healthy() {
     local service="$1" deadline=$((SECONDS + HEALTH_TIMEOUT_S)) id
@@ -202,7 +205,7 @@ wait_healthy() {
 deep_health() {
     local id body status openai probe
     id="$(container_of "$1")"
-    body="$(http_in "$id" '/health?deep=1')" || { log "deep health check failed (no 2xx answer)"; return 1; }
+    body="$(admin_in "$id" '/health?deep=1')" || { log "deep health check failed (no 2xx answer)"; return 1; }
     read -r status openai probe < <(health_fields "$body")
     log "deep health: status=$status openai=$openai openai_check=$probe"
     case "$status" in ok|degraded) ;; *) log "unexpected health status '$status'"; return 1 ;; esac

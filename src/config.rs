@@ -245,6 +245,51 @@ pub struct Config {
     /// File transcriptions that may run at once; further ones get 429.
     #[arg(long, env = "MAX_FILE_JOBS", default_value_t = 2)]
     pub max_file_jobs: usize,
+
+    /// Access tokens, comma-separated (several for rotation). When set, /ws, caption feeds
+    /// and /v1 need `Authorization: Bearer TOKEN` or `?token=TOKEN` (secret; never logged).
+    #[arg(
+        long,
+        env = "API_TOKENS",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub api_tokens: Secret,
+
+    /// Let the demo and caption pages get short-lived signed tokens from POST /browser-token
+    /// (same-origin requests only). Off: only holders of an API token get in.
+    #[arg(long, env = "BROWSER_TOKENS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub browser_tokens: bool,
+
+    /// Lifetime of a browser token, in seconds (checked when a session or feed opens).
+    #[arg(long, env = "BROWSER_TOKEN_TTL_S", default_value_t = 300)]
+    pub browser_token_ttl_s: u64,
+
+    /// Web origins allowed to open WebSocket sessions, comma-separated (e.g.
+    /// https://app.example.org); empty = same origin only; `*` = any. Clients that send no
+    /// Origin header (websocat, SDKs) are not affected.
+    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: String,
+
+    /// Listener for /metrics and /health?deep=1 (e.g. 127.0.0.1:9091); `none` serves them on
+    /// the main listener, behind API_TOKENS when those are set.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9091")]
+    pub admin_addr: String,
+
+    /// Live WebSocket sessions per client address; 0 = no limit.
+    #[arg(long, env = "MAX_SESSIONS_PER_IP", default_value_t = 0)]
+    pub max_sessions_per_ip: usize,
+
+    /// Proxies whose X-Forwarded-For names the client (addresses or CIDR networks,
+    /// comma-separated); from anyone else the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Time a client has to send a request's headers (a WebSocket handshake included), in
+    /// milliseconds; slower connections are closed.
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
 }
 
 /// Optional settings that an env file may leave empty (`FINAL_MODEL=` in .env.prod.sample):
@@ -293,6 +338,20 @@ impl Config {
 
     pub fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn browser_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.browser_token_ttl_s)
+    }
+
+    /// The admin listener's address, or `None` for `ADMIN_ADDR=none` (or empty).
+    pub fn admin_addr(&self) -> Option<&str> {
+        let addr = self.admin_addr.trim();
+        (!addr.is_empty() && !addr.eq_ignore_ascii_case("none")).then_some(addr)
     }
 
     pub fn openai_timeout(&self) -> Duration {
@@ -353,58 +412,4 @@ pub fn without_userinfo(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn userinfo_is_dropped_from_logged_urls() {
-        assert_eq!(
-            without_userinfo("https://u:p%40ss@proxy.example:8443/v1?x=@"),
-            "https://proxy.example:8443/v1?x=@"
-        );
-        assert_eq!(
-            without_userinfo("https://api.openai.com/v1"),
-            "https://api.openai.com/v1"
-        );
-        assert_eq!(without_userinfo("not a url"), "not a url");
-        let mut config = Config::defaults();
-        config.openai_base_url = "http://admin:hunter2@10.0.0.1/v1".into();
-        let logged = format!("{:?}", config.loggable());
-        assert!(
-            !logged.contains("hunter2") && logged.contains("10.0.0.1"),
-            "{logged}"
-        );
-    }
-
-    #[test]
-    fn secrets_are_redacted_in_the_logged_configuration() {
-        let config = Config::parse_from(["whisper-api", "--openai-api-key", "sk-live-0123456789"]);
-        let logged = format!("{config:?}");
-        assert!(!logged.contains("sk-live"), "{logged}");
-        assert!(logged.contains("[redacted]"));
-        assert_eq!(config.openai_api_key.expose(), "sk-live-0123456789");
-        assert!(format!("{:?}", Config::defaults().openai_api_key).contains("unset"));
-    }
-
-    #[test]
-    fn defaults_match_the_documented_ones() {
-        let c = Config::defaults();
-        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
-        assert_eq!(c.whisper_model, PathBuf::from("models/ggml-tiny.en.bin"));
-        assert_eq!(c.final_model, None);
-        assert_eq!(c.primary_service, PrimaryService::Openai);
-        assert!(c.fallback_to_local);
-        let (workers, threads) = c.engine_shape();
-        assert!(workers >= 1 && (1..=4).contains(&threads));
-    }
-
-    #[test]
-    fn keywords_split_and_trim() {
-        let c = Config::parse_from([
-            "whisper-api",
-            "--openai-keywords",
-            " Kubernetes, ,whisper.cpp ",
-        ]);
-        assert_eq!(c.keywords(), vec!["Kubernetes", "whisper.cpp"]);
-    }
-}
+mod tests;

@@ -17,9 +17,13 @@
 //! - [`storage`]: sessions and finals kept in SQLite or PostgreSQL, and transcript formats.
 //! - [`captions`]: read-only caption feeds that follow a live session.
 //! - [`metrics`]: Prometheus counters and histograms.
-//! - [`http`]: router, `/ws` admission, `/health`, `/metrics`, static files.
+//! - [`access`]: API and browser tokens, the WebSocket Origin policy, client addresses
+//!   behind trusted proxies, sessions per address (pure rules; `http::auth` applies them).
+//! - [`http`]: router, access layers, `/ws` admission, `/health`, `/metrics`, static files,
+//!   the connection loop with its header-read timeout; the admin listener's router.
 //! - [`server`]: `run(listener, config, shutdown)`, the whole server as one function.
 
+pub mod access;
 pub mod audio;
 pub mod captions;
 pub mod config;

@@ -157,6 +157,8 @@ pub enum ProtocolError {
     SessionTooLong { max_ms: u64 },
     #[error("server is at its limit of {0} sessions; retry later")]
     ServerBusy(usize),
+    #[error("this address already has {0} open sessions (MAX_SESSIONS_PER_IP); close one first")]
+    IpLimit(usize),
     #[error("the model is still loading; retry in a few seconds")]
     NotReady,
     #[error("server is restarting; reconnect")]
@@ -182,6 +184,7 @@ impl ProtocolError {
             ProtocolError::NoSpeech { .. } => "no_speech",
             ProtocolError::SessionTooLong { .. } => "session_too_long",
             ProtocolError::ServerBusy(_) => "server_busy",
+            ProtocolError::IpLimit(_) => "ip_limit",
             ProtocolError::NotReady => "not_ready",
             ProtocolError::ShuttingDown => "shutting_down",
             ProtocolError::Internal => "internal",
@@ -202,7 +205,9 @@ impl ProtocolError {
             | ProtocolError::StartRepeated
             | ProtocolError::NoSpeech { .. }
             | ProtocolError::SessionTooLong { .. } => close::POLICY_VIOLATION,
-            ProtocolError::ServerBusy(_) | ProtocolError::NotReady => close::TRY_AGAIN_LATER,
+            ProtocolError::ServerBusy(_) | ProtocolError::NotReady | ProtocolError::IpLimit(_) => {
+                close::TRY_AGAIN_LATER
+            }
             ProtocolError::ShuttingDown => close::SERVICE_RESTART,
             ProtocolError::Internal => close::INTERNAL_ERROR,
         }

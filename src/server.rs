@@ -20,11 +20,44 @@ use crate::storage::{retention, Recorder, TranscriptStore};
 /// Time allowed after the grace period for sessions to write their close frames.
 const CLOSE_MARGIN: Duration = Duration::from_secs(2);
 
+/// The public listener, and the admin one (`/metrics`, deep health) when there is one.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+/// Binds the admin listener named by `ADMIN_ADDR` (if any) and serves both.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let admin = match config.admin_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on ADMIN_ADDR {addr}"))?,
+        ),
+        None => None,
+    };
+    let listeners = Listeners {
+        public: listener,
+        admin,
+    };
+    serve(listeners, config, shutdown).await
+}
+
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    http::auth::Access::from_config(&config).map_err(anyhow::Error::msg)?;
+    warn_if_open(&listeners, &config);
+    let Listeners {
+        public: listener,
+        admin,
+    } = listeners;
     // Fail fast, before accepting anything, when the model file is missing or wrong.
     check_model_file(&config.whisper_model)?;
     if let Some(final_model) = &config.final_model {
@@ -65,7 +98,8 @@ pub async fn run(
     });
 
     let token = state.shutdown.clone();
-    let serve = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown({
+    let header_timeout = config.header_timeout();
+    let serve = http::serve::serve(listener, http::router(state.clone()), header_timeout, {
         let token = token.clone();
         async move {
             tokio::select! {
@@ -75,7 +109,20 @@ pub async fn run(
             token.cancel();
         }
     });
-    let serve = tokio::spawn(async move { serve.await });
+    let serve = tokio::spawn(serve);
+    if let Some(admin) = admin {
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(%addr, "admin listener (/metrics, /health?deep=1)");
+        }
+        // Stops with the public listener; nothing on it needs draining.
+        let token = token.clone();
+        tokio::spawn(http::serve::serve(
+            admin,
+            http::admin_router(state.clone()),
+            header_timeout,
+            async move { token.cancelled().await },
+        ));
+    }
 
     match loader.await.context("model loader panicked")? {
         Ok(()) => {}
@@ -85,10 +132,7 @@ pub async fn run(
             return Err(e);
         }
     }
-    serve
-        .await
-        .context("server task panicked")?
-        .context("HTTP server failed")?;
+    serve.await.context("server task panicked")?;
 
     state.tracker.close();
     if tokio::time::timeout(grace + CLOSE_MARGIN, state.tracker.wait())
@@ -105,6 +149,24 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// A server reachable from other machines with no token is open to anyone who finds it.
+fn warn_if_open(listeners: &Listeners, config: &Config) {
+    if !config.api_tokens.is_empty() {
+        return;
+    }
+    let exposed = |l: &TcpListener| l.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+    if exposed(&listeners.public) {
+        tracing::warn!(
+            "!!! API_TOKENS is not set and the server listens on a non-loopback address: anyone \
+             who can reach it can open sessions, read transcripts and caption feeds. Set \
+             API_TOKENS (see README, Security) unless a proxy in front authenticates clients. !!!"
+        );
+    }
+    if listeners.admin.as_ref().is_some_and(exposed) {
+        tracing::warn!("the admin listener (/metrics, /health?deep=1) has no token and is not on loopback: keep ADMIN_ADDR on a private network");
+    }
 }
 
 fn load_engine(state: &AppState) -> anyhow::Result<()> {

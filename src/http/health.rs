@@ -10,9 +10,12 @@
 //! While OpenAI is failing, local fallback still serves finals, so the status is `degraded`
 //! but the code stays 200: a restart would not help and would cut live sessions.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,12 +31,78 @@ pub struct HealthQuery {
     deep: Option<String>,
 }
 
-/// 503 while the model loads or the server drains, else 200 (`ok` or `degraded`).
+/// How long one deep check's answer is reused: each check is a request to OpenAI with our key.
+pub const DEEP_CHECK_CACHE: Duration = Duration::from_secs(30);
+
+/// The last deep check and when it ran. A tokio mutex, held across the check, so that
+/// concurrent callers share one request to OpenAI.
+#[derive(Clone, Default)]
+pub struct DeepCheckCache(Arc<tokio::sync::Mutex<Option<(Instant, Value)>>>);
+
+impl DeepCheckCache {
+    async fn get(&self, state: &AppState) -> Value {
+        let mut cached = self.0.lock().await;
+        if let Some((at, value)) = cached.as_ref() {
+            if at.elapsed() < DEEP_CHECK_CACHE {
+                let mut value = value.clone();
+                value["cached_s"] = json!(at.elapsed().as_secs());
+                return value;
+            }
+        }
+        let value = match &state.openai {
+            Some(client) => serde_json::to_value(client.deep_check().await).unwrap_or(Value::Null),
+            None => json!({"reachable": false, "ok": false, "error": "disabled"}),
+        };
+        *cached = Some((Instant::now(), value.clone()));
+        value
+    }
+}
+
+impl HealthQuery {
+    fn deep(&self) -> bool {
+        self.deep
+            .as_deref()
+            .is_some_and(|v| v != "0" && v != "false")
+    }
+}
+
+/// The public `/health`: open to probes. `?deep=1` is served here only without an admin
+/// listener, and then only with a valid token when `API_TOKENS` is set.
 pub async fn health(
     State(state): State<AppState>,
     Query(query): Query<HealthQuery>,
-) -> impl IntoResponse {
-    let deep = query.deep.is_some_and(|v| v != "0" && v != "false");
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let deep = query.deep();
+    if deep && state.config.admin_addr().is_none() {
+        let presented = super::auth::presented_token(&headers, &uri);
+        if let Err(refusal) = state
+            .access
+            .tokens
+            .check(presented.as_deref(), SystemTime::now())
+        {
+            return super::auth::unauthorized(refusal);
+        }
+    }
+    let mut response = status(&state, deep && state.config.admin_addr().is_none()).await;
+    if deep && state.config.admin_addr().is_some() {
+        response.1 .0["openai_check"] =
+            json!({"error": "the deep check is served on the admin listener (ADMIN_ADDR)"});
+    }
+    response.into_response()
+}
+
+/// `/health` on the admin listener, where `?deep=1` needs no token.
+pub async fn admin_health(
+    State(state): State<AppState>,
+    Query(query): Query<HealthQuery>,
+) -> Response {
+    status(&state, query.deep()).await.into_response()
+}
+
+/// 503 while the model loads or the server drains, else 200 (`ok` or `degraded`).
+async fn status(state: &AppState, deep: bool) -> (StatusCode, Json<Value>) {
     let uptime_s = state.started.elapsed().as_secs();
     let version = env!("CARGO_PKG_VERSION");
     let Some(engine) = state.engine.get() else {
@@ -64,7 +133,7 @@ pub async fn health(
         "uptime_s": uptime_s,
         "model": engine.info(),
         "sessions": {"active": state.active_sessions(), "max": state.config.max_sessions},
-        "engine_queue": engine_queue_depth(&state),
+        "engine_queue": engine_queue_depth(state),
         "workers_alive": workers.total(),
         "final_workers_alive": workers.final_pool,
         "final_model": state.final_engine.get().map(|e| e.info()),
@@ -74,11 +143,7 @@ pub async fn health(
         "storage": state.recorder.health(),
     });
     if deep {
-        let check: Value = match &state.openai {
-            Some(client) => serde_json::to_value(client.deep_check().await).unwrap_or(Value::Null),
-            None => json!({"reachable": false, "ok": false, "error": "disabled"}),
-        };
-        body["openai_check"] = check;
+        body["openai_check"] = state.deep_check.get(state).await;
     }
     (code, Json(body))
 }

@@ -1,16 +1,19 @@
 //! HTTP surface: the router, `/ws` admission, `/health`, `/ready`, `/metrics` and static files.
 
 pub mod audio_files;
+pub mod auth;
 pub mod captions;
 pub mod health;
 pub mod openai_error;
+pub mod serve;
 pub mod transcripts;
 pub mod ws;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::routing::get;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -49,11 +52,16 @@ pub struct AppState {
     /// Every session task, so shutdown can wait for them (axum does not drain WebSockets).
     pub tracker: TaskTracker,
     pub started: Instant,
+    /// API tokens, origin policy, trusted proxies, per-address session counts.
+    pub access: auth::Access,
+    /// The last `/health?deep=1` answer, reused for a while so the check cannot spam OpenAI.
+    pub deep_check: health::DeepCheckCache,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let config_access = config.clone();
         Self {
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             recorder: Recorder::disabled(),
@@ -68,6 +76,9 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started: Instant::now(),
+            // `run` checks the configuration first, so this only defaults in unit tests.
+            access: auth::Access::from_config(&config_access).unwrap_or_default(),
+            deep_check: health::DeepCheckCache::default(),
         }
     }
 
@@ -84,17 +95,52 @@ pub fn v1_routes() -> Router<AppState> {
         .merge(audio_files::routes())
 }
 
+/// The public listener. Behind the token (when `API_TOKENS` is set): `/ws` (which also checks
+/// `Origin`), caption feeds, `/v1`, and `/metrics` when there is no admin listener. Open:
+/// `/health` (liveness probes), `/ready`, `/browser-token`, the static pages.
 pub fn router(state: AppState) -> Router {
     let static_files =
         ServeDir::new(&state.config.static_dir).append_index_html_on_directories(true);
+    let ws = get(ws::upgrade).route_layer(from_fn_with_state(state.clone(), auth::check_origin));
+    let mut protected = Router::new()
+        .route("/ws", ws)
+        .merge(captions::routes())
+        .merge(v1_routes());
+    if state.config.admin_addr().is_none() {
+        protected = protected.route("/metrics", get(health::metrics));
+    }
+    let protected = protected.route_layer(from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
-        .route("/ws", get(ws::upgrade))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .merge(captions::routes())
-        .merge(v1_routes())
+        .route("/browser-token", post(auth::browser_token))
+        .merge(protected)
         .fallback_service(static_files)
-        .layer(TraceLayer::new_for_http())
+        .layer(trace_layer())
         .with_state(state)
+}
+
+/// The admin listener (`ADMIN_ADDR`): `/metrics` and `/health` with `?deep=1`, no token
+/// (it is meant for loopback or a private network that Prometheus scrapes).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/health", get(health::admin_health))
+        .route("/ready", get(health::ready))
+        .layer(trace_layer())
+        .with_state(state)
+}
+
+type HttpRequest = axum::http::Request<axum::body::Body>;
+type PathOnlyTrace = TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&HttpRequest) -> tracing::Span,
+>;
+
+/// Request spans name the path only: a `?token=` in the query must not reach a log.
+fn trace_layer() -> PathOnlyTrace {
+    fn span(request: &HttpRequest) -> tracing::Span {
+        tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
+    }
+    TraceLayer::new_for_http().make_span_with(span as fn(&HttpRequest) -> tracing::Span)
 }

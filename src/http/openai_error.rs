@@ -75,6 +75,34 @@ impl ApiError {
         )
     }
 
+    /// 401 with OpenAI's code for a bad key, so SDKs raise `AuthenticationError`.
+    pub fn unauthorized(message: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            message.into(),
+        )
+    }
+
+    pub fn forbidden(code: &'static str, message: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
+    pub fn not_found_with(code: &'static str, message: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
     /// DELETE of a session or file job that is still running.
     pub fn session_live() -> Self {
         Self::new(

@@ -8,6 +8,9 @@ use axum::extract::{Query, State};
 use axum::http::Uri;
 use axum::response::Response;
 
+use std::net::IpAddr;
+
+use super::auth::ClientIp;
 use super::AppState;
 use crate::protocol::{ProtocolError, ServerMessage};
 use futures_util::StreamExt;
@@ -18,7 +21,12 @@ use crate::session::{self, RawQuery, SessionDeps, StreamParams};
 /// reaches the session and gets a proper `frame_too_large` error.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
-pub async fn upgrade(State(state): State<AppState>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limit = state
         .config
         .max_frame_bytes
@@ -30,10 +38,10 @@ pub async fn upgrade(State(state): State<AppState>, uri: Uri, ws: WebSocketUpgra
         .unwrap_or_default();
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| admit(socket, query, state))
+        .on_upgrade(move |socket| admit(socket, query, client, state))
 }
 
-async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
+async fn admit(socket: WebSocket, query: RawQuery, client: Option<IpAddr>, state: AppState) {
     if state.shutdown.is_cancelled() {
         return refuse(socket, ProtocolError::ShuttingDown).await;
     }
@@ -43,6 +51,15 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
         state.metrics.session_rejected();
         return refuse(socket, ProtocolError::ServerBusy(state.config.max_sessions)).await;
+    };
+    // Taken after the global permit, so a full server reports server_busy to everyone.
+    let ip_permit = match client.map(|ip| state.access.per_ip.try_acquire(ip)) {
+        Some(None) => {
+            tracing::info!(client = ?client, "session refused: MAX_SESSIONS_PER_IP reached");
+            return refuse(socket, ProtocolError::IpLimit(state.access.per_ip.max())).await;
+        }
+        Some(Some(permit)) => Some(permit),
+        None => None,
     };
     let params = match StreamParams::from_query(&query, &state.config.language) {
         Ok(p) => p,
@@ -62,6 +79,7 @@ async fn admit(socket: WebSocket, query: RawQuery, state: AppState) {
         let (sink, stream) = socket.split();
         session::run(sink, stream, params, deps).await;
         drop(permit);
+        drop(ip_permit);
     });
 }
 

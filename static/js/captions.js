@@ -2,6 +2,8 @@
 // /captions/{session}/events) and shows its last lines in large type. EventSource reconnects by
 // itself after a network drop; the feed ends with `done` when the session ends.
 
+import { browserToken, fetchWithToken, withToken } from "./access.js";
+
 const params = new URLSearchParams(location.search);
 const session = params.get("session") || "";
 const box = document.getElementById("captions");
@@ -74,9 +76,9 @@ function onCaption(msg) {
   render();
 }
 
-function follow() {
+async function follow() {
   const url = new URL(`captions/${encodeURIComponent(session)}/events`, location.href);
-  const source = new EventSource(url);
+  const source = new EventSource(withToken(url, await browserToken()));
   source.onopen = () => {
     notFound = 0;
     setState("live", "");
@@ -124,7 +126,7 @@ async function onClosed() {
 /** Shows the stored transcript of an ended session; false when there is none to show. */
 async function showStored() {
   try {
-    const res = await fetch(`v1/sessions/${encodeURIComponent(session)}/transcript`);
+    const res = await fetchWithToken(`v1/sessions/${encodeURIComponent(session)}/transcript`);
     if (!res.ok) return false;
     const body = await res.json();
     if (body.session.ended_ms === null) return false; // still running, or cut off by a crash

@@ -4,6 +4,8 @@
 // server being full) it reconnects with exponential backoff and a new session; audio captured
 // meanwhile is kept, up to a bound, and sent first, so words spoken during the gap still appear.
 
+import { browserToken, withToken } from "./access.js";
+
 /** Close codes after which reconnecting cannot help: the request itself was refused. */
 const FATAL_CLOSE_CODES = new Set([1003, 1007, 1008, 1009]);
 const CLOSE_NORMAL = 1000;
@@ -22,7 +24,7 @@ const FINISH_TIMEOUT_MS = 60000;
 const BYTES_PER_SAMPLE = 2;
 
 /** ws:// or wss:// URL of the server's /ws, relative to this page so it works under a path prefix. */
-export function streamUrl(sampleRate, pageUrl = location.href) {
+export function streamUrl(sampleRate, pageUrl = location.href, token = null) {
   const url = new URL("ws", pageUrl);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.search = new URLSearchParams({
@@ -30,7 +32,7 @@ export function streamUrl(sampleRate, pageUrl = location.href) {
     encoding: "s16le",
     channels: "1",
   }).toString();
-  return url.toString();
+  return withToken(url, token).toString();
 }
 
 /** Delay before reconnect attempt `attempt` (0-based). */
@@ -73,10 +75,15 @@ export class Streamer {
     this.connect();
   }
 
-  connect() {
+  async connect() {
     this.retryTimer = null;
     this.onState("connecting", { attempt: this.attempt });
-    const ws = new WebSocket(streamUrl(this.sampleRate));
+    // A fresh token per connection: a reconnect after minutes must not reuse an expired one.
+    // Audio captured meanwhile waits in `pending`.
+    this.ws = null;
+    const token = await browserToken();
+    if (!this.wanted) return;
+    const ws = new WebSocket(streamUrl(this.sampleRate, location.href, token));
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.session = null;

@@ -1,6 +1,7 @@
 // The demo page: wires the microphone, the stream and the transcript to the controls.
 
 import { MicCapture, describeMicError, listMicrophones, micSupportProblem } from "./audio-capture.js";
+import { fetchWithToken } from "./access.js";
 import { Streamer } from "./connection.js";
 import { Transcript } from "./transcript.js";
 
@@ -122,7 +123,7 @@ async function reopen(id) {
   showError("");
   let body;
   try {
-    const res = await fetch(`v1/sessions/${encodeURIComponent(id)}/transcript`);
+    const res = await fetchWithToken(`v1/sessions/${encodeURIComponent(id)}/transcript`);
     body = await res.json();
     if (!res.ok) throw new Error(body.error ? body.error.message : `HTTP ${res.status}`);
   } catch (err) {

@@ -67,6 +67,8 @@ pub fn test_config() -> Config {
     config.primary_service = whisper_api::config::PrimaryService::Local;
     // Tests that store transcripts give each server its own database.
     config.storage_url = whisper_api::config::Secret::new("none");
+    // /metrics and the deep check on the test listener (tests with an admin listener set it).
+    config.admin_addr = "none".into();
     config
 }
 
@@ -92,6 +94,30 @@ impl TestServer {
         };
         server.wait_healthy().await;
         server
+    }
+
+    /// With an admin listener of its own on 127.0.0.1:0 (whatever `config.admin_addr` says);
+    /// returns its address too.
+    pub async fn start_with_admin(mut config: Config) -> (Self, SocketAddr) {
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        config.admin_addr = admin_addr.to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = whisper_api::server::Listeners {
+            public,
+            admin: Some(admin),
+        };
+        let task = tokio::spawn(whisper_api::server::serve(listeners, config, async move {
+            let _ = stopped.await;
+        }));
+        let server = Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_healthy().await;
+        (server, admin_addr)
     }
 
     pub fn ws_url(&self, query: &str) -> String {

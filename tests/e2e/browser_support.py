@@ -129,6 +129,8 @@ class ServerProcess:
             STATIC_DIR=str(STATIC_DIR),
             PRIMARY_SERVICE="local",
             RUST_LOG=env.get("RUST_LOG", "info"),
+            # No admin listener: several servers run at once and would all want 127.0.0.1:9091.
+            ADMIN_ADDR="none",
         )
         env.update(env_overrides)
         log_path = log_dir / f"server-{port}.log"

@@ -8,6 +8,9 @@ messages shown when the microphone cannot be used.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import signal
@@ -57,9 +60,14 @@ SCREENSHOT = os.environ.get("DEMO_SCREENSHOT")
 CAPTIONS_SCREENSHOT = os.environ.get("CAPTIONS_SCREENSHOT")
 
 
+# The recorded run's server requires a token: the demo page and caption view get theirs from
+# POST /browser-token, so every stream below also proves the short-lived token works.
+API_TOKEN = "e2e-api-token-5b0c71d4"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess.start(tmp_path_factory.mktemp("server"))
+    srv = ServerProcess.start(tmp_path_factory.mktemp("server"), API_TOKENS=API_TOKEN, BROWSER_TOKENS="true")
     yield srv
     srv.stop()
 
@@ -494,6 +502,50 @@ def test_page_says_plainly_when_the_page_is_not_secure(server, plain_browser):
     assert message.startswith("The microphone is not available: browsers allow it only on HTTPS"), message
     assert f"http://demo.test:{server.port}" in message
     assert not driver.find_element(By.ID, "start").is_enabled()
+
+
+def browser_token_signed(api_token: str, expiry: int) -> str:
+    """A browser token made the way the server makes them (src/access/tokens.rs)."""
+    key = hashlib.sha256(b"whisper-api browser token v1\0" + api_token.encode()).digest()
+    payload = f"wb1.{expiry}"
+    signature = hmac.new(key, payload.encode(), hashlib.sha256).digest()
+    return payload + "." + base64.urlsafe_b64encode(signature).decode().rstrip("=")
+
+
+OPEN_WS_JS = """
+const [token, done] = [arguments[0], arguments[arguments.length - 1]];
+const open = (t) => new Promise((resolve) => {
+  const url = new URL("ws", location.href);
+  url.protocol = "ws:";
+  if (t) url.searchParams.set("token", t);
+  const ws = new WebSocket(url);
+  ws.onmessage = (e) => { resolve(JSON.parse(e.data).type); ws.close(); };
+  ws.onclose = (e) => resolve("closed " + e.code);
+});
+(async () => {
+  let t = token;
+  if (t === "fetch") {
+    const r = await fetch("browser-token", {method: "POST"});
+    t = (await r.json()).token;
+  }
+  done(await open(t));
+})();
+"""
+
+
+def test_only_a_fresh_signed_token_opens_a_session(server, plain_browser):
+    driver = plain_browser.driver
+    driver.set_script_timeout(20)
+    driver.get(server.base_url)
+    assert driver.execute_async_script(OPEN_WS_JS, "fetch") == "ready"
+    now = int(time.time())
+    valid = browser_token_signed(API_TOKEN, now + 120)
+    assert driver.execute_async_script(OPEN_WS_JS, valid) == "ready"
+    # Refused before the upgrade (401), which a browser sees as a failed connection.
+    expired = browser_token_signed(API_TOKEN, now - 1)
+    forged = browser_token_signed("not-the-server-token", now + 120)
+    for token in [expired, forged, valid[:-2] + "AA", None]:
+        assert driver.execute_async_script(OPEN_WS_JS, token) == "closed 1006", token
 
 
 def test_wer_and_srt_helpers_score_what_they_should():

@@ -41,13 +41,13 @@ class Replicas:
     def container(self, service: str) -> str:
         return self.run("ps", "-q", service).stdout.strip()
 
-    def app_get(self, service: str, path: str) -> str:
-        """GET on the replica itself (not through the proxy)."""
-        return sh("docker", "exec", self.container(service), "curl", "-sS", f"http://127.0.0.1:8000{path}",
+    def app_get(self, service: str, path: str, port: int = 8000) -> str:
+        """GET on the replica itself (not through the proxy); port 9091 is its admin listener."""
+        return sh("docker", "exec", self.container(service), "curl", "-sS", f"http://127.0.0.1:{port}{path}",
                   check=False).stdout
 
     def active_sessions(self, service: str) -> int:
-        for line in self.app_get(service, "/metrics").splitlines():
+        for line in self.app_get(service, "/metrics", port=9091).splitlines():
             if line.startswith("whisper_sessions_active "):
                 return int(float(line.split()[1]))
         return -1

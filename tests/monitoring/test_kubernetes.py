@@ -137,3 +137,16 @@ def test_service_pdb_ingress_and_autoscaler(production):
     adapter = yaml.safe_load((K8S / "prometheus-adapter/adapter-rules.yaml").read_text())
     rules = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
     assert any(r["name"]["as"] == "whisper_sessions_active" for r in rules)
+
+
+def test_prometheus_scrapes_the_admin_listener(production):
+    """/metrics is only on the admin listener (ADMIN_ADDR): the scrape annotation names its port,
+    and no Service exposes it."""
+    template = by_kind(production, "Deployment")["spec"]["template"]
+    app = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in app["ports"]}
+    admin_addr = next(e["value"] for e in app["env"] if e["name"] == "ADMIN_ADDR")
+    assert int(admin_addr.rsplit(":", 1)[1]) == ports["admin"]
+    assert int(template["metadata"]["annotations"]["prometheus.io/port"]) == ports["admin"]
+    service_ports = [p["targetPort"] for p in by_kind(production, "Service")["spec"]["ports"]]
+    assert "admin" not in service_ports and ports["admin"] not in service_ports

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -160,11 +161,13 @@ def test_dashboard_is_provisioned_against_the_datasource():
 def server():
     binary = os.environ.get("WHISPER_BIN", str(ROOT / "target/release/whisper-api"))
     model = os.environ.get("WHISPER_MODEL", str(ROOT / "models/ggml-tiny.en.bin"))
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     env = dict(
         os.environ,
         HOST="127.0.0.1",
         PORT=str(port),
+        # /metrics lives on the admin listener, as in the compose files and Kubernetes.
+        ADMIN_ADDR=f"127.0.0.1:{admin_port}",
         WHISPER_MODEL=model,
         PRIMARY_SERVICE="local",
         STATIC_DIR=str(ROOT / "static"),
@@ -175,7 +178,10 @@ def server():
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for("/ready 200", lambda: http_get(base + "/ready")[0] == 200, 60)
-        yield base
+        with pytest.raises(urllib.error.HTTPError) as public_metrics:
+            http_get(base + "/metrics")
+        assert public_metrics.value.code == 404, "/metrics must not be on the public port"
+        yield f"http://127.0.0.1:{admin_port}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -26,3 +26,6 @@ scripts/test-browser.sh
 echo "== containers and deploy: lints, the production image on the real Docker engine, and a"
 echo "   zero-downtime deploy over a real sshd with rollback"
 scripts/test-deploy.sh all
+echo "== several replicas: two app replicas behind nginx on the real Docker engine, live streams,"
+echo "   one drained (reuses the image the container suite just built)"
+scripts/test-scale.sh replicas

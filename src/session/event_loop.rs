@@ -130,10 +130,9 @@ where
                         }
                     }
                     Ok(Input::Eof) if ending == Some(Ending::Shutdown) => accepting = false,
-                    Ok(Input::Eof) => {
-                        ending = Some(Ending::Eof);
-                        accepting = false;
-                    }
+                    // Reading goes on after eof, so that audio sent after it is refused
+                    // with `after_eof` rather than silently dropped.
+                    Ok(Input::Eof) => ending = Some(Ending::Eof),
                     Ok(Input::Restarted) => session.send_ready().await,
                     Ok(Input::None) => {}
                     Ok(Input::Closed) => break Outcome::ClientClosed,

@@ -19,8 +19,10 @@ BIN=${BIN:-target/release/whisper-api}
 WORK=$(mktemp -d)
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-command -v websocat >/dev/null && command -v pv >/dev/null \
-  || { echo "needs websocat and pv (scripts/setup.sh installs them)" >&2; exit 1; }
+if ! command -v websocat >/dev/null || ! command -v pv >/dev/null; then
+  echo "needs websocat and pv (scripts/setup.sh installs them)" >&2
+  exit 1
+fi
 
 PRIMARY_SERVICE=local STORAGE_URL=none HOST=127.0.0.1 PORT="$PORT" \
   "$BIN" >"$OUT.log" 2>&1 &
@@ -61,7 +63,7 @@ started=$(date +%s)
 sample() {
   local rss fds threads finals
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")
-  fds=$(ls "/proc/$server/fd" | wc -l)
+  fds=$(find "/proc/$server/fd" -mindepth 1 -maxdepth 1 | wc -l)
   threads=$(awk '/^Threads/ {print $2}' "/proc/$server/status")
   finals=$(cat "$WORK"/finals.* 2>/dev/null | awk '{s += $1} END {print s + 0}')
   printf '%s\t%s\t%s\t%s\t%s\n' "$(( $(date +%s) - started ))" "$rss" "$fds" "$threads" "$finals" \

@@ -20,6 +20,11 @@ use super::outbox::Outbox;
 use super::{Outcome, Session, SessionDeps, StreamParams};
 use crate::protocol::{close, ProtocolError, ServerMessage};
 
+/// During a shutdown drain, audio is still read for this fraction of the grace period (a
+/// quarter); the rest is left for the finals, which on a loaded machine take several seconds
+/// (the deploy test lost finals when half of a 10 s grace went to reading).
+const DRAIN_INPUT_SHARE: u32 = 4;
+
 /// How long a closing session waits for the client's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Early local texts waiting to be sent; more only happen with many finals outstanding, and
@@ -33,7 +38,7 @@ enum Ending {
     /// No audio for `IDLE_TIMEOUT_MS`. Soft: audio that arrives before the session has closed
     /// (a network stall that outlasted the timeout) resumes it with a new utterance.
     Idle,
-    /// A shutdown drain: input is still read until half the grace period is over.
+    /// A shutdown drain: input is still read for the first quarter of the grace period.
     Shutdown,
     /// A limit ran out; the error is sent after the last final.
     Limit(ProtocolError),
@@ -104,14 +109,14 @@ where
             done = session.partials.next() => session.on_partial(done).await,
             _ = shutdown.cancelled(), if !matches!(ending, Some(Ending::Shutdown)) => {
                 // Audio that has already arrived is transcribed at once and audio still
-                // coming is read for half the grace period; then open utterances are
+                // coming is read for a quarter of the grace period; then open utterances are
                 // finished and their finals go out before the 1012 close.
                 session.take_arrived_audio(&mut stream);
                 session.finish_stream();
                 let now = tokio::time::Instant::now();
                 let grace = config.shutdown_grace();
                 ending = Some(Ending::Shutdown);
-                drain_cutoff = Some(now + grace / 2);
+                drain_cutoff = Some(now + grace / DRAIN_INPUT_SHARE);
                 grace_deadline = Some(now + grace);
             }
             _ = sleep_until_opt(grace_deadline) => break Outcome::GraceExpired,

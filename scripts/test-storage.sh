@@ -29,7 +29,7 @@ apt_install() {
 postgres_tests() {
     apt_install postgresql
     local bin
-    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d | sort -V | tail -1)
     local port="${STORAGE_PG_PORT:-18150}"
     local dir
     dir=$(mktemp -d /tmp/whisper-storage-pg.XXXXXX)

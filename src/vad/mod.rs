@@ -23,3 +23,25 @@ pub const VAD_FRAME_SAMPLES: usize = PIPELINE_RATE as usize * VAD_FRAME_MS / 100
 pub trait FrameClassifier: Send {
     fn is_voiced(&mut self, frame: &[f32]) -> bool;
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Real speech (tests/fixtures/jfk.wav) is voiced in more than a third of its frames,
+    /// but not in all: the pauses between phrases are not speech. Shared by both detectors.
+    pub fn assert_speech_is_mostly_voiced(vad: &mut impl FrameClassifier) {
+        let wav_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jfk.wav");
+        let wav = crate::audio::wav::parse(&std::fs::read(wav_path).unwrap()).unwrap();
+        let voiced = wav
+            .samples
+            .chunks_exact(VAD_FRAME_SAMPLES)
+            .filter(|f| vad.is_voiced(f))
+            .count();
+        let total = wav.samples.len() / VAD_FRAME_SAMPLES;
+        assert!(
+            voiced > total / 3 && voiced < total,
+            "{voiced} of {total} frames voiced"
+        );
+    }
+}

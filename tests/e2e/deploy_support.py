@@ -95,7 +95,8 @@ def build_image(tag: str = IMAGE, context: Path = REPO) -> str:
         _built[tag] = time.monotonic() - started
         # A tag on the builder stage keeps its layers (the compiled dependencies) from being
         # pruned as dangling images, so later builds, the deploys' included, stay warm.
-        sh("docker", "build", "-q", "--target", "builder", "-t", "whisper-api-builder:cache", context, timeout=600)
+        sh("docker", "build", "-q", *base_image_args(), "--target", "builder", "-t", "whisper-api-builder:cache", context,
+           timeout=600)
         record_timing("docker build (this run)", _built[tag], image=tag)
     return tag
 

@@ -94,6 +94,12 @@ class Stack:
         sh(*GIT, "push", "-q", "origin", "main", cwd=self.seed)
         return sh("git", "rev-parse", "HEAD", cwd=self.seed).stdout.strip()
 
+    def revert(self, rev: str) -> str:
+        """Pushes a commit undoing `rev`, so that later deploys of main build again."""
+        sh(*GIT, "revert", "--no-edit", rev, cwd=self.seed)
+        sh(*GIT, "push", "-q", "origin", "main", cwd=self.seed)
+        return sh("git", "rev-parse", "HEAD", cwd=self.seed).stdout.strip()
+
     def deploy(self, env: str = "production", **extra: str) -> subprocess.CompletedProcess:
         """Runs the deploy workflow's SSH step, with the workflow's secrets as environment."""
         environ = {
@@ -376,9 +382,14 @@ def test_failing_health_check_rolls_back_and_the_old_version_keeps_serving(stack
     bad_rev = stack.commit("break: invalid VAD setting", "Dockerfile",
                            'CMD ["whisper-api", "--vad-aggressiveness", "9"]\n')
     env_before = (stack.server / ".env").read_text()
-    with Load(stack.base()) as load:
-        load.wait_until_streaming()
-        result = stack.deploy(OPENAI_API_KEY=f"{stack.key}-rotated")  # the new env file
+    # Not production's active revision: staging shares the checkout and moved it on.
+    head_before = sh("git", "rev-parse", "HEAD", cwd=stack.server).stdout.strip()
+    try:
+        with Load(stack.base()) as load:
+            load.wait_until_streaming()
+            result = stack.deploy(OPENAI_API_KEY=f"{stack.key}-rotated")  # the new env file
+    finally:
+        stack.revert(bad_rev)
     output = result.stdout + result.stderr
     record_timing("failed deploy with automatic rollback", result.seconds)
     assert result.returncode != 0, output[-4000:]
@@ -387,7 +398,7 @@ def test_failing_health_check_rolls_back_and_the_old_version_keeps_serving(stack
     assert stack.served_revision() == good_rev
     assert stack.state()["ACTIVE_IMAGE"] == good["ACTIVE_IMAGE"]
     head = sh("git", "rev-parse", "HEAD", cwd=stack.server).stdout.strip()
-    assert head == good_rev != bad_rev, "the checkout did not return to the previous revision"
+    assert head == head_before != bad_rev, "the checkout did not return to where it was"
     running = sh("docker", "ps", "--format", "{{.Image}}").stdout.split()
     assert stack.image(bad_rev) not in running
     assert not load.failed_probes(), load.failed_probes()[:5]

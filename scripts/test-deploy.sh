@@ -36,8 +36,13 @@ case "$suite" in
 esac
 
 install_apt() {
-    local missing=() pkg sudo=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    local missing=() pkg sudo=() wanted=("${APT_PACKAGES[@]}")
+    # A browser already installed (CHROMIUM_BIN + CHROMEDRIVER_BIN, as on GitHub's runners).
+    if [[ -x "${CHROMIUM_BIN:-}" && -x "${CHROMEDRIVER_BIN:-}" ]]; then
+        wanted=("${wanted[@]/#chromium*/}")
+    fi
+    for pkg in "${wanted[@]}"; do
+        [[ -n "$pkg" ]] || continue
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0

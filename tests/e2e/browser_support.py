@@ -30,8 +30,10 @@ from selenium.webdriver.chrome.service import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = REPO_ROOT / "static"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's packages by default; CHROMIUM_BIN/CHROMEDRIVER_BIN name another pair (GitHub's Ubuntu
+# runners ship Google Chrome and its chromedriver, and their `chromium` package is a snap).
+CHROMIUM = os.environ.get("CHROMIUM_BIN") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or "/usr/bin/chromedriver"
 
 # The model loads in about a second, but a cold page cache on a busy CI machine is slower.
 HEALTH_TIMEOUT_S = 120

@@ -6,9 +6,12 @@
 #   2. writes everything it does to <data>/logs/deployment-<timestamp>.log
 #   3. backs up the current state (storage, env file, running images, git revision) into
 #      backups/<env>/<timestamp>, keeping the newest $BACKUP_KEEP
-#   4. pulls the latest code (fast-forward only) and updates the env file from the environment
-#      (OPENAI_API_KEY and friends; values are never printed)
-#   5. builds (or, with IMAGE_REPO, pulls) the app image for the revision and the proxy image
+#   4. checks out the requested commit (--ref SHA, exactly that one even when the branch moved
+#      on; without it the branch's head, fast-forward only) and updates the env file from the
+#      environment (OPENAI_API_KEY and friends; values are never printed)
+#   5. pulls the app image CI built for that commit (IMAGE_REPO + IMAGE_TAG, checked against
+#      IMAGE_DIGEST and the image's revision label), or builds it here when no IMAGE_REPO is set;
+#      builds the proxy image
 #   6. blue/green: starts the new colour, waits for /health, checks /health?deep=1 (the OpenAI
 #      status included), points nginx at it and reloads, then stops the old colour with SIGTERM
 #      and a grace period: its sessions send their finals and close with 1012, clients reconnect
@@ -17,9 +20,13 @@
 #   8. prunes old images, then notifies Slack and/or Telegram when configured
 #
 # Safe to re-run: an environment already running this revision and env file is left alone.
-# Options: --rollback (redeploy the previous image and revision), --force (switch even when
-# nothing changed), --secrets-stdin (read KEY=VALUE lines for the secrets below from stdin, so
-# they never appear on a command line). Server-local settings: .deploy/settings (see below).
+# Options: --ref SHA (deploy that commit), --rollback (redeploy the previous image, revision and
+# env file), --force (blue/green switch even when image and env file are unchanged; nothing is
+# rebuilt), --refresh-proxy (rebuild the proxy image without the layer cache, pulling its base
+# where it is an official image: Debian and nginx security updates; for a weekly schedule),
+# --secrets-stdin (read KEY=VALUE lines for the secrets below from stdin, so they never appear
+# on a command line). Server-local settings: .deploy/settings (see below); HTTP_BIND, HTTP_PORT,
+# MODEL_FILE, APP_MEM_LIMIT and APP_CPUS may also be set in the env file.
 # See docs/deploy.md.
 set -euo pipefail
 umask 027
@@ -31,7 +38,7 @@ readonly ROOT
 # KEY=VALUE lines. Only the keys below are read; the environment wins over the files.
 readonly SETTINGS_KEYS=" HTTP_PORT HTTP_BIND COMPOSE_PROJECT_PREFIX APP_IMAGE_NAME PROXY_IMAGE_NAME
     DEPLOY_BRANCH GIT_REMOTE HEALTH_TIMEOUT_S STOP_GRACE_S BACKUP_KEEP REQUIRE_OPENAI IMAGE_REPO
-    SLACK_WEBHOOK_URL TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID TELEGRAM_API_URL "
+    RUNTIME_IMAGE SLACK_WEBHOOK_URL TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID TELEGRAM_API_URL "
 load_settings() {
     local line key
     [[ -f "$1" ]] || return 0
@@ -58,6 +65,7 @@ readonly STOP_GRACE_S="${STOP_GRACE_S:-45}"             # > the server's SHUTDOW
 readonly BACKUP_KEEP="${BACKUP_KEEP:-5}"
 readonly REQUIRE_OPENAI="${REQUIRE_OPENAI:-false}"      # true: a failing OpenAI probe fails the deploy
 readonly REVISION_LABEL=org.whisper-api.revision
+readonly SQLITE_BUSY_TIMEOUT_MS=10000  # the backup snapshot waits this long for the live writer
 # Variables copied from the environment into the env file when set (never echoed).
 readonly ENV_PASSTHROUGH=(OPENAI_API_KEY PRIMARY_SERVICE FALLBACK_TO_LOCAL OPENAI_MODEL
     OPENAI_BASE_URL OPENAI_TIMEOUT_MS OPENAI_KEYWORDS LANGUAGE WORKERS THREADS_PER_WORKER MAX_SESSIONS)
@@ -78,10 +86,16 @@ usage() {
 # ---------------------------------------------------------------- arguments and prerequisites
 
 parse_args() {
-    ENVIRONMENT="" MODE=deploy FORCE=0 SECRETS_STDIN=0
-    for arg in "$@"; do
+    ENVIRONMENT="" MODE=deploy FORCE=0 SECRETS_STDIN=0 REFRESH_PROXY=0 REF="${DEPLOY_REF:-}"
+    while [[ $# -gt 0 ]]; do
+        arg="$1"
+        shift
         case "$arg" in
             production|staging) ENVIRONMENT="$arg" ;;
+            --ref) [[ $# -gt 0 && -n "$1" ]] || { printf -- '--ref needs a commit\n' >&2; usage 2; }
+                REF="$1"; shift ;;
+            --ref=*) REF="${arg#--ref=}" ;;
+            --refresh-proxy) REFRESH_PROXY=1 ;;
             --rollback) MODE=rollback ;;
             --force) FORCE=1 ;;
             --secrets-stdin) SECRETS_STDIN=1 ;;
@@ -92,10 +106,12 @@ parse_args() {
     [[ -n "$ENVIRONMENT" ]] || { printf 'name the environment: production or staging\n\n' >&2; usage 2; }
 
     if [[ "$ENVIRONMENT" == production ]]; then
-        DATA_DIR=. ENV_FILE=.env HTTP_PORT="${HTTP_PORT:-8000}"
+        DATA_DIR=. ENV_FILE=.env DEFAULT_PORT=8000
     else
-        DATA_DIR=./staging ENV_FILE=.env.staging HTTP_PORT="${HTTP_PORT:-8001}"
+        DATA_DIR=./staging ENV_FILE=.env.staging DEFAULT_PORT=8001
     fi
+    # What the environment (or .deploy settings) says, before the env file is consulted.
+    HTTP_PORT_GIVEN="${HTTP_PORT:-}" HTTP_BIND_GIVEN="${HTTP_BIND:-}"
     PROJECT="${COMPOSE_PROJECT_PREFIX:-whisper}-$ENVIRONMENT"
     STATE_DIR=".deploy/$ENVIRONMENT"
     BACKUP_DIR="backups/$ENVIRONMENT"
@@ -109,13 +125,14 @@ read_stdin_secrets() {
         allowed=0
         for name in "${STDIN_SECRETS[@]}"; do [[ "$key" == "$name" ]] && allowed=1; done
         [[ $allowed -eq 1 ]] || die "--secrets-stdin: '$key' is not one of ${STDIN_SECRETS[*]}"
-        [[ -n "$value" ]] && export "$key=$value"
+        if [[ -n "$value" ]]; then export "$key=$value"; fi
     done
+    return 0
 }
 
 preflight() {
     local missing=()
-    for tool in docker git curl flock tar sha256sum; do
+    for tool in docker git curl flock tar sha256sum sqlite3; do
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     [[ ${#missing[@]} -eq 0 ]] || die "missing prerequisites: ${missing[*]} (see docs/deploy.md, 'Server preparation')"
@@ -153,17 +170,38 @@ state_save() {
             "$4" "$5" "$(env_hash)" "$STAMP"
     } >"$tmp"
     mv "$tmp" "$STATE_DIR/state"
+    # The env file each deployment ran with, for --rollback.
+    if [[ -f "$STATE_DIR/env.active" ]]; then
+        install -m 600 "$STATE_DIR/env.active" "$STATE_DIR/env.previous"
+    fi
+    install -m 600 "$ENV_FILE" "$STATE_DIR/env.active"
 }
 
 env_hash() { sha256sum "$ENV_FILE" | cut -c1-16; }
 
 # ---------------------------------------------------------------- compose and containers
 
+# The environment's env file is also compose's interpolation file (--env-file), so MODEL_FILE,
+# APP_MEM_LIMIT and APP_CPUS set there apply to this environment (staging's to staging).
 compose() {
     APP_UID="$APP_UID" APP_GID="$APP_GID" APP_ENV_FILE="$ENV_FILE" DATA_DIR="$DATA_DIR" STATE_DIR="$STATE_DIR" HTTP_PORT="$HTTP_PORT" \
-        HTTP_BIND="${HTTP_BIND:-0.0.0.0}" PROXY_IMAGE="${PROXY_IMAGE:-$PROXY_IMAGE_NAME:latest}" \
+        HTTP_BIND="$HTTP_BIND" PROXY_IMAGE="${PROXY_IMAGE:-$PROXY_IMAGE_NAME:latest}" \
         BLUE_IMAGE="${BLUE_IMAGE:-$APP_IMAGE_NAME:none}" GREEN_IMAGE="${GREEN_IMAGE:-$APP_IMAGE_NAME:none}" \
-        "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+        "${COMPOSE_CMD[@]}" --env-file "$ENV_FILE" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"
+}
+
+# The last KEY=value line of the env file ('' when absent).
+env_file_value() {
+    [[ -f "$ENV_FILE" ]] || return 0
+    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed -E "s/^[\"']//; s/[\"']$//"
+}
+
+# HTTP_BIND and HTTP_PORT: the environment (or .deploy settings) first, then the env file, then
+# the defaults (all addresses; 8000, staging 8001).
+resolve_http_settings() {
+    HTTP_PORT="${HTTP_PORT_GIVEN:-$(env_file_value HTTP_PORT)}" HTTP_PORT="${HTTP_PORT:-$DEFAULT_PORT}"
+    HTTP_BIND="${HTTP_BIND_GIVEN:-$(env_file_value HTTP_BIND)}" HTTP_BIND="${HTTP_BIND:-0.0.0.0}"
+    [[ "$HTTP_PORT" =~ ^[0-9]+$ ]] || die "HTTP_PORT '$HTTP_PORT' is not a port number"
 }
 
 container_of() { compose ps -q "$1" 2>/dev/null | head -n 1; }
@@ -261,9 +299,10 @@ switch_proxy() {
 }
 
 proxy_serves() {
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 30)) host=127.0.0.1
+    [[ "$HTTP_BIND" == 0.0.0.0 || "$HTTP_BIND" == "::" ]] || host="$HTTP_BIND"
     while ((SECONDS < deadline)); do
-        curl -fsS --max-time 5 "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
+        curl -fsS --max-time 5 "http://$host:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
         sleep 1
     done
     return 1
@@ -283,6 +322,19 @@ prepare_dirs() {
     fi
 }
 
+# The SQLite transcript database on the host, when STORAGE_URL (the env file's, else the
+# server's default) names a file in the storage volume ('' for PostgreSQL, none, elsewhere).
+sqlite_db() {
+    local url path
+    url="$(env_file_value STORAGE_URL)"
+    url="${url:-sqlite://storage/transcripts.db}"
+    path="${url#sqlite://}" path="${path%%\?*}"
+    [[ "$url" == sqlite://* ]] || return 0
+    path="${path#/app/}"
+    [[ "$path" == storage/* ]] && printf '%s/%s' "$DATA_DIR" "$path"
+    return 0
+}
+
 backup() {
     local dir="$BACKUP_DIR/$STAMP"
     mkdir -p "$dir"
@@ -290,8 +342,20 @@ backup() {
     [[ -f "$ENV_FILE" ]] && install -m 600 "$ENV_FILE" "$dir/env"
     [[ -f "$STATE_DIR/state" ]] && cp "$STATE_DIR/state" "$dir/state"
     compose ps 2>/dev/null >"$dir/containers.txt" || true
+    local db
+    db="$(sqlite_db)"
+    if [[ -n "$db" && -f "$db" ]]; then
+        # The live server keeps writing (WAL): a copy of the files could be torn, VACUUM INTO
+        # writes one consistent snapshot of the database as of a single read transaction.
+        sqlite3 "$db" ".timeout $SQLITE_BUSY_TIMEOUT_MS" "VACUUM INTO '$dir/transcripts.db'" \
+            || die "could not snapshot the transcript database $db"
+        chmod 600 "$dir/transcripts.db"
+        log "backup: transcript database snapshot ($(sqlite3 "$dir/transcripts.db" 'SELECT count(*) FROM finals') finals)"
+    fi
     if [[ -d "$DATA_DIR/storage" ]]; then
-        tar -czf "$dir/storage.tar.gz" -C "$DATA_DIR" storage
+        # The rest of storage; the database files are in the snapshot above.
+        tar -czf "$dir/storage.tar.gz" --exclude='*.db' --exclude='*.db-wal' --exclude='*.db-shm' \
+            -C "$DATA_DIR" storage
     fi
     log "backup: $dir ($(du -sh "$dir" | cut -f1))"
     # Bounded: the newest $BACKUP_KEEP stay.
@@ -300,6 +364,9 @@ backup() {
     done
 }
 
+# With --ref: exactly that commit, which must be on the fetched branch (CI passes the SHA it
+# tested and built, so a push that landed meanwhile is not deployed untested). Without: the
+# branch's head, fast-forward only.
 pull_code() {
     if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
         die "the checkout has local changes to tracked files; commit or discard them first (git status)"
@@ -307,7 +374,18 @@ pull_code() {
     log "fetching $GIT_REMOTE/$DEPLOY_BRANCH"
     git fetch --quiet "$GIT_REMOTE" "$DEPLOY_BRANCH"
     [[ "$(git rev-parse --abbrev-ref HEAD)" == "$DEPLOY_BRANCH" ]] || git checkout --quiet "$DEPLOY_BRANCH"
-    git merge --quiet --ff-only FETCH_HEAD || die "cannot fast-forward $DEPLOY_BRANCH to $GIT_REMOTE/$DEPLOY_BRANCH (diverged history?)"
+    if [[ -n "$REF" ]]; then
+        local want
+        want="$(git rev-parse --verify --quiet "$REF^{commit}")" \
+            || die "--ref $REF: no such commit on $GIT_REMOTE/$DEPLOY_BRANCH (pushed?)"
+        git merge-base --is-ancestor "$want" FETCH_HEAD \
+            || die "--ref $REF is not on $GIT_REMOTE/$DEPLOY_BRANCH; set DEPLOY_BRANCH to the branch it is on"
+        git reset --quiet --hard "$want"
+        [[ "$want" == "$(git rev-parse FETCH_HEAD)" ]] \
+            || log "$GIT_REMOTE/$DEPLOY_BRANCH has moved on to $(git rev-parse --short=12 FETCH_HEAD); deploying the requested ${want:0:12}"
+    else
+        git merge --quiet --ff-only FETCH_HEAD || die "cannot fast-forward $DEPLOY_BRANCH to $GIT_REMOTE/$DEPLOY_BRANCH (diverged history?)"
+    fi
     log "code at $(git log -1 --format='%h %s')"
 }
 
@@ -329,6 +407,28 @@ update_env_file() {
     done
 }
 
+# Pulls $IMAGE_REPO:$IMAGE_TAG (by digest when IMAGE_DIGEST is given) and accepts it only when
+# its revision label is the commit being deployed; then names it like a local build and drops
+# the registry name, so that prune_images manages it like any other.
+pull_image() {
+    local rev="$1" ref="$IMAGE_REPO:${IMAGE_TAG:-$1}" label
+    [[ -n "${IMAGE_DIGEST:-}" ]] && ref="$IMAGE_REPO@$IMAGE_DIGEST"
+    log "pulling $ref"
+    if ! docker pull --quiet "$ref" >/dev/null; then
+        log "could not pull $ref (registry reachable? logged in? tag pushed?); nothing was switched"
+        return 1
+    fi
+    label="$(docker image inspect -f "{{ index .Config.Labels \"$REVISION_LABEL\" }}" "$ref")"
+    if [[ "$label" != "$rev" ]]; then
+        log "$ref is labelled revision '${label:-none}', not $rev: refusing it"
+        docker rmi "$ref" >/dev/null 2>&1 || true
+        return 1
+    fi
+    docker tag "$ref" "$APP_IMAGE"
+    docker rmi "$ref" >/dev/null 2>&1 || true
+    log "pulled $ref as $APP_IMAGE"
+}
+
 ensure_images() {
     local rev="$1" short="${1:0:12}"
     APP_IMAGE="$APP_IMAGE_NAME:$short"
@@ -336,22 +436,52 @@ ensure_images() {
     if docker image inspect "$APP_IMAGE" >/dev/null 2>&1; then
         log "image $APP_IMAGE exists; not rebuilt"
     elif [[ -n "${IMAGE_REPO:-}" ]]; then
-        log "pulling $IMAGE_REPO:$short"
-        docker pull "$IMAGE_REPO:$short" && docker tag "$IMAGE_REPO:$short" "$APP_IMAGE"
+        pull_image "$rev" || return 1
     else
         log "building $APP_IMAGE"
         local started=$SECONDS
-        docker build --build-arg "GIT_REVISION=$rev" --label "$REVISION_LABEL=$rev" -t "$APP_IMAGE" . \
+        # shellcheck disable=SC2046  # one --build-arg per line of the base-image list
+        docker build $(base_image_args) --build-arg "GIT_REVISION=$rev" --label "$REVISION_LABEL=$rev" -t "$APP_IMAGE" . \
             || { log "hint: where no registry is reachable, run scripts/docker-base-images.sh once"; return 1; }
         # Tag the (cached) builder stage too, so that no image prune drops the compiled
         # dependencies the next build starts from.
-        docker build -q --target builder -t whisper-api-builder:cache . >/dev/null || true
+        # shellcheck disable=SC2046
+        docker build $(base_image_args) -q --target builder -t whisper-api-builder:cache . >/dev/null || true
         log "built $APP_IMAGE in $((SECONDS - started))s"
     fi
-    if ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
+    build_proxy || return 1
+    log "app image $APP_IMAGE: id $(docker image inspect -f '{{.Id}}' "$APP_IMAGE")${IMAGE_DIGEST:+, registry digest $IMAGE_DIGEST}"
+}
+
+# --build-arg lines naming the base images scripts/docker-base-images.sh chose (our own local
+# names, or the official images where a registry is reachable).
+base_image_args() {
+    local line
+    while IFS= read -r line; do
+        [[ -n "$line" ]] && printf -- '--build-arg %s\n' "$line"
+    done < <(scripts/docker-base-images.sh --print 2>/dev/null || true)
+}
+
+# The proxy image, named after deploy/nginx's tree; --refresh-proxy rebuilds it without the
+# cache (fresh Debian and nginx packages), pulling the base first where it is official.
+build_proxy() {
+    local pull=()
+    if [[ $REFRESH_PROXY -eq 1 ]]; then
+        docker image inspect -f '{{ index .Config.Labels "org.whisper-api.base" }}' "$(base_runtime_image)" 2>/dev/null \
+            | grep -q . || pull=(--pull)
+        PROXY_IMAGE="$PROXY_IMAGE-$STAMP"
+        log "rebuilding the proxy image as $PROXY_IMAGE (--refresh-proxy, no cache ${pull[*]})"
+        # shellcheck disable=SC2046
+        docker build "${pull[@]}" --no-cache $(base_image_args) --label "$REVISION_LABEL=proxy" -t "$PROXY_IMAGE" deploy/nginx
+    elif ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
         log "building $PROXY_IMAGE"
-        docker build --label "$REVISION_LABEL=proxy" -t "$PROXY_IMAGE" deploy/nginx || return 1
+        # shellcheck disable=SC2046
+        docker build $(base_image_args) --label "$REVISION_LABEL=proxy" -t "$PROXY_IMAGE" deploy/nginx
     fi
+}
+
+base_runtime_image() {
+    scripts/docker-base-images.sh --print 2>/dev/null | sed -n 's/^RUNTIME_IMAGE=//p'
 }
 
 # Blue/green switch to $APP_IMAGE. Returns non-zero, with the old colour still serving, when
@@ -437,20 +567,27 @@ main() {
     parse_args "$@"
     [[ $SECRETS_STDIN -eq 1 ]] && read_stdin_secrets
     cd "$ROOT"
-    preflight
-    mkdir -p "$STATE_DIR" "$BACKUP_DIR"
-    prepare_dirs
 
+    # The log starts first, so that refused runs (a missing prerequisite, a held lock) are
+    # recorded too, with who asked for what.
     if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
-        exec 9>"$STATE_DIR/lock"
-        flock -n 9 || die "another $ENVIRONMENT deploy is running (lock $STATE_DIR/lock)"
+        mkdir -p "$DATA_DIR/logs"
         LOG_FILE="$DATA_DIR/logs/deployment-$STAMP.log"
         exec > >(tee -a "$LOG_FILE") 2>&1
         export TEE_PID=$!
         log "deployment log: $LOG_FILE"
-        PREV_REVISION="$(git rev-parse HEAD)"
+        log "requested: mode=$MODE ref=${REF:-<branch head>} actor=${DEPLOY_ACTOR:-$(id -un)} run=${DEPLOY_RUN_ID:-manual} image=${IMAGE_REPO:+$IMAGE_REPO:${IMAGE_TAG:-<rev>}}${IMAGE_DIGEST:+@$IMAGE_DIGEST}"
     else
         log "continuing with the updated deploy script"
+    fi
+    preflight
+    mkdir -p "$STATE_DIR" "$BACKUP_DIR"
+    prepare_dirs
+    resolve_http_settings
+    if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
+        exec 9>"$STATE_DIR/lock"
+        flock -n 9 || die "another $ENVIRONMENT deploy is running (lock $STATE_DIR/lock)"
+        PREV_REVISION="$(git rev-parse HEAD)"
     fi
 
     local target_rev target_image
@@ -461,8 +598,13 @@ main() {
         log "rolling back to $target_image ($target_rev)"
         backup
         git checkout --quiet "$DEPLOY_BRANCH" && git reset --quiet --hard "$target_rev"
+        if [[ -f "$STATE_DIR/env.previous" ]]; then
+            install -m 600 "$STATE_DIR/env.previous" "$ENV_FILE"
+            log "restored $ENV_FILE as it was at the previous deployment"
+        fi
+        resolve_http_settings
         PROXY_IMAGE="$PROXY_IMAGE_NAME:$(git rev-parse --short=12 "HEAD:deploy/nginx")"
-        [[ -n "$(docker images -q "$PROXY_IMAGE")" ]] || docker build -t "$PROXY_IMAGE" --label "$REVISION_LABEL=proxy" deploy/nginx
+        build_proxy
     else
         [[ -z "${DEPLOY_RESUMED:-}" ]] && backup
         if [[ -z "${DEPLOY_RESUMED:-}" ]]; then
@@ -475,6 +617,7 @@ main() {
             fi
         fi
         update_env_file
+        resolve_http_settings
         target_rev="$(git rev-parse HEAD)"
         if ! ensure_images "$target_rev"; then
             rollback_revision
@@ -508,12 +651,17 @@ main() {
     notify succeeded "${target_rev:0:12} is live (app-$NEW_COLOR)"
 }
 
-# The previous revision goes back into the checkout: the previous image keeps serving and the
-# next deploy starts from a consistent tree.
+# The previous revision and env file go back: the previous image keeps serving with the
+# settings it was started with, and the next deploy starts from a consistent tree.
 rollback_revision() {
     if [[ -n "${PREV_REVISION:-}" && "$(git rev-parse HEAD)" != "$PREV_REVISION" ]]; then
         git reset --quiet --hard "$PREV_REVISION"
         log "checkout returned to ${PREV_REVISION:0:12}"
+    fi
+    local saved="$BACKUP_DIR/${STAMP_RESUMED:-$STAMP}/env"
+    if [[ -f "$saved" ]] && ! cmp -s "$saved" "$ENV_FILE"; then
+        install -m 600 "$saved" "$ENV_FILE"
+        log "restored $ENV_FILE from $saved"
     fi
 }
 

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Builds the two base images the Dockerfile starts from, locally, without an image registry:
+# Provides the two base images the Dockerfile starts from. Where a registry is reachable, the
+# official debian:bookworm-slim and rust:1-bookworm are pulled and used. Elsewhere they are
+# built locally, under our own names so that they never shadow the official images:
 #
-#   debian:bookworm-slim  a minimal Debian bookworm root made with debootstrap and `docker import`
-#   rust:1-bookworm       that root plus build-essential/cmake/clang/libclang and this machine's
-#                         own Rust toolchain (the one `rustc --print sysroot` names)
+#   whisper-api-base/debian:bookworm-slim  a minimal Debian bookworm root (debootstrap, `docker import`)
+#   whisper-api-base/rust:1-bookworm       that root plus build-essential/cmake/clang/libclang and
+#                                          this machine's own Rust toolchain (`rustc --print sysroot`)
+#
+# The names chosen go to the builds as build args: `--print` writes them as
+# RUST_IMAGE=... and RUNTIME_IMAGE=... lines (scripts/deploy.sh and the tests pass each as
+# --build-arg; the Dockerfile's defaults are the official names).
 #
 # On a machine that reaches Docker Hub these tags are simply pulled and this script is not
 # needed; here no registry is reachable, so they are made from Debian's package mirror and the
@@ -15,21 +21,23 @@
 # Idempotent: an image whose tag exists (and, for the builder, whose recorded rustc version
 # matches the host's) is kept. --force rebuilds both.
 #
-# Usage: scripts/docker-base-images.sh [--force]
+# Usage: scripts/docker-base-images.sh [--force|--print]
 # Environment: DEBIAN_MIRROR (default: the host's apt mirror, else http://deb.debian.org/debian),
-#              DEBIAN_SUITE (bookworm), BASE_IMAGE, BUILDER_IMAGE (the two tags above).
+#              DEBIAN_SUITE (bookworm), BASE_IMAGE, BUILDER_IMAGE (the local names above).
 set -euo pipefail
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
 readonly DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
-readonly BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
-readonly BUILDER_IMAGE="${BUILDER_IMAGE:-rust:1-bookworm}"
+readonly OFFICIAL_BASE=debian:bookworm-slim OFFICIAL_BUILDER=rust:1-bookworm
+readonly BASE_IMAGE="${BASE_IMAGE:-whisper-api-base/debian:bookworm-slim}"
+readonly BUILDER_IMAGE="${BUILDER_IMAGE:-whisper-api-base/rust:1-bookworm}"
 readonly BUILDER_DOCKERFILE="$ROOT_DIR/deploy/base/builder.Dockerfile"
 readonly LABEL_KIND="org.whisper-api.base"
 
-FORCE=0
+FORCE=0 PRINT=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
+[[ "${1:-}" == "--print" ]] && PRINT=1
 
 log() { printf '[base-images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -143,14 +151,43 @@ build_builder_base() {
     trap - EXIT
 }
 
+# The image to build from: our local one when it exists, else the official one when it is here
+# and really official (not a local stand-in from an older version of this script).
+choose() {
+    local own="$1" official="$2"
+    if image_exists "$own"; then printf '%s' "$own"
+    elif image_exists "$official" && [[ -z "$(image_label "$official" "$LABEL_KIND")" ]]; then printf '%s' "$official"
+    else printf '%s' "$own"; fi
+}
+
+print_choice() {
+    printf 'RUST_IMAGE=%s\nRUNTIME_IMAGE=%s\n' "$(choose "$BUILDER_IMAGE" "$OFFICIAL_BUILDER")" \
+        "$(choose "$BASE_IMAGE" "$OFFICIAL_BASE")"
+}
+
+# A local stand-in an older version of this script tagged with the official name is renamed
+# (re-tagged, no rebuild: the layer caches of builds on top of it stay valid).
+adopt_legacy() {
+    local own="$1" official="$2"
+    if ! image_exists "$own" && image_exists "$official" && [[ -n "$(image_label "$official" "$LABEL_KIND")" ]]; then
+        docker tag "$official" "$own"
+        log "$official here is a local stand-in: now also tagged $own (builds use that name)"
+    fi
+}
+
 main() {
+    [[ $PRINT -eq 1 ]] && { print_choice; return 0; }
     require docker "install Docker Engine"
     docker info >/dev/null 2>&1 || die "the Docker engine is not reachable (is dockerd running?)"
+    adopt_legacy "$BASE_IMAGE" "$OFFICIAL_BASE"
+    adopt_legacy "$BUILDER_IMAGE" "$OFFICIAL_BUILDER"
 
-    if [[ $FORCE -eq 0 ]] && image_exists "$BASE_IMAGE"; then
+    if [[ $FORCE -eq 0 ]] && [[ "$(choose "$BASE_IMAGE" "$OFFICIAL_BASE")" == "$OFFICIAL_BASE" ]]; then
+        log "$OFFICIAL_BASE (official) is here; used"
+    elif [[ $FORCE -eq 0 ]] && image_exists "$BASE_IMAGE"; then
         log "$BASE_IMAGE exists; kept"
-    elif [[ $FORCE -eq 0 ]] && docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
-        log "$BASE_IMAGE pulled from the registry"
+    elif [[ $FORCE -eq 0 ]] && docker pull -q "$OFFICIAL_BASE" >/dev/null 2>&1; then
+        log "$OFFICIAL_BASE pulled from the registry; used"
     else
         build_debian_base
     fi
@@ -158,15 +195,17 @@ main() {
     local want have
     want="$(rustc --version 2>/dev/null || true)"
     have="$(image_label "$BUILDER_IMAGE" org.whisper-api.rustc)"
-    if [[ $FORCE -eq 0 ]] && image_exists "$BUILDER_IMAGE" \
+    if [[ $FORCE -eq 0 ]] && [[ "$(choose "$BUILDER_IMAGE" "$OFFICIAL_BUILDER")" == "$OFFICIAL_BUILDER" ]]; then
+        log "$OFFICIAL_BUILDER (official) is here; used"
+    elif [[ $FORCE -eq 0 ]] && image_exists "$BUILDER_IMAGE" \
         && { [[ -z "$have" ]] || [[ "$have" == "$want" ]]; }; then
         log "$BUILDER_IMAGE exists; kept"
-    elif [[ $FORCE -eq 0 ]] && docker pull -q "$BUILDER_IMAGE" >/dev/null 2>&1; then
-        log "$BUILDER_IMAGE pulled from the registry"
+    elif [[ $FORCE -eq 0 ]] && docker pull -q "$OFFICIAL_BUILDER" >/dev/null 2>&1; then
+        log "$OFFICIAL_BUILDER pulled from the registry; used"
     else
         build_builder_base
     fi
-    log "ready: $BASE_IMAGE, $BUILDER_IMAGE"
+    log "ready: $(print_choice | tr '\n' ' ')"
 }
 
 main "$@"

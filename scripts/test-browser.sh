@@ -9,13 +9,17 @@
 # Usage: scripts/test-browser.sh [--screenshot] [pytest args...]
 #   --screenshot   also save the finished demo page to docs/demo.png
 # Environment: CARGO_TARGET_DIR, WHISPER_API_BIN (use this binary, build nothing),
+#   CHROMIUM_BIN + CHROMEDRIVER_BIN (an installed browser instead of Debian's chromium),
 #   WHISPER_MODEL (default models/ggml-tiny.en.bin). Speech clips: tests/fixtures/speech.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# CHROMIUM_BIN + CHROMEDRIVER_BIN: a browser already installed (GitHub's runners have Chrome).
+if [ -x "${CHROMIUM_BIN:-}" ] && [ -x "${CHROMEDRIVER_BIN:-}" ]; then
+    echo "test-browser: using $CHROMIUM_BIN and $CHROMEDRIVER_BIN" >&2
+elif ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     echo "test-browser: installing chromium and chromium-driver" >&2
     # Wait for another apt run rather than fail on its lock; refresh the lists only if needed.
     apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver; }

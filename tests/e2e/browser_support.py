@@ -30,8 +30,10 @@ from selenium.webdriver.chrome.service import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = REPO_ROOT / "static"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's packages by default; CHROMIUM_BIN/CHROMEDRIVER_BIN name another pair (GitHub's Ubuntu
+# runners ship Google Chrome and its chromedriver, and their `chromium` package is a snap).
+CHROMIUM = os.environ.get("CHROMIUM_BIN") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN") or "/usr/bin/chromedriver"
 
 # The model loads in about a second, but a cold page cache on a busy CI machine is slower.
 HEALTH_TIMEOUT_S = 120
@@ -245,11 +247,13 @@ class Browser:
         return "\n".join(f"{e['level']} {e['message']}" for e in entries)
 
 
-def launch_chromium(fake_audio: Path | None = None, extra_args: list[str] | None = None) -> Browser:
+def launch_chromium(fake_audio: Path | None = None, extra_args: list[str] | None = None,
+                    env: dict | None = None) -> Browser:
     """Headless Chromium through the system chromedriver (never a downloaded one).
 
     With `fake_audio`, getUserMedia is granted without a prompt and captures that WAV once
-    (`%noloop`); see `padded_clip` for what follows the file."""
+    (`%noloop`); see `padded_clip` for what follows the file. `env`: chromedriver's and
+    Chromium's environment (e.g. a HOME whose ~/.pki/nssdb trusts a test CA)."""
     profile = Path(tempfile.mkdtemp(prefix="whisper-e2e-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -266,7 +270,7 @@ def launch_chromium(fake_audio: Path | None = None, extra_args: list[str] | None
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env=env), options=options)
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )

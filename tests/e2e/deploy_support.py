@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -78,17 +79,24 @@ def require_inputs() -> None:
 _built: dict[str, float] = {}
 
 
+def base_image_args() -> list[str]:
+    """--build-arg pairs naming the base images scripts/docker-base-images.sh chose."""
+    lines = sh(REPO / "scripts" / "docker-base-images.sh", "--print").stdout.split()
+    return [arg for line in lines for arg in ("--build-arg", line)]
+
+
 def build_image(tag: str = IMAGE, context: Path = REPO) -> str:
     """Builds the production image from the Dockerfile once per run (then the layer cache)."""
     require_docker()
     if tag not in _built:
         sh(REPO / "scripts" / "docker-base-images.sh", timeout=1800)
         started = time.monotonic()
-        sh("docker", "build", "-t", tag, context, timeout=3600)
+        sh("docker", "build", *base_image_args(), "-t", tag, context, timeout=3600)
         _built[tag] = time.monotonic() - started
         # A tag on the builder stage keeps its layers (the compiled dependencies) from being
         # pruned as dangling images, so later builds, the deploys' included, stay warm.
-        sh("docker", "build", "-q", "--target", "builder", "-t", "whisper-api-builder:cache", context, timeout=600)
+        sh("docker", "build", "-q", *base_image_args(), "--target", "builder", "-t", "whisper-api-builder:cache", context,
+           timeout=600)
         record_timing("docker build (this run)", _built[tag], image=tag)
     return tag
 
@@ -201,16 +209,20 @@ class Session:
 
 
 def stream_speech(url: str, wav_path: Path = SPEECH, realtime: bool = False, stop: threading.Event | None = None,
-                  timeout: float = 120.0, session: Session | None = None, live: bool = False) -> Session:
+                  timeout: float = 120.0, session: Session | None = None, live: bool = False,
+                  ssl_context: ssl.SSLContext | None = None) -> Session:
     """Streams a WAV as PCM frames (at real time, or as fast as possible), then `eof`, and
     records everything until the server closes (into `session` as it arrives, when given).
     `live`: like a microphone, the speech repeats until `stop` is set, then `eof`.
+    `ssl_context`: for wss:// URLs (e.g. one trusting a test CA).
     A 1012 close (a server draining for a deploy) ends the session early."""
     pcm, rate = pcm_of(wav_path)
     step = rate * 2 * CHUNK_MS // 1000
     session = session or Session(started=time.monotonic())
+    tls = {"ssl": ssl_context} if ssl_context is not None else {}
     try:
-        ws = connect(f"{url}?sample_rate={rate}", open_timeout=10, close_timeout=5, max_size=None, proxy=None)
+        ws = connect(f"{url}?sample_rate={rate}", open_timeout=10, close_timeout=5, max_size=None, proxy=None,
+                     **tls)
     except (OSError, InvalidHandshake, TimeoutError) as err:
         session.error = f"connect: {err!r}"
         session.closed_at = time.monotonic()

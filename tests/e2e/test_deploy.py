@@ -13,22 +13,28 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
+from browser_support import launch_chromium, padded_clip
+from deploy_fronts import caddy_https, home_trusting, loopback_registry
 from deploy_support import (
-    MODEL, REPO, Load, SshServer, build_image, free_port, http_get, local_sshd, record_timing, require_docker,
-    require_inputs, sh,
+    MODEL, REPO, SPEECH, Load, SshServer, base_image_args, build_image, free_port, http_get, local_sshd,
+    record_timing, require_docker, require_inputs, sh, stream_speech,
 )
 
 GIT = ["git", "-c", "user.name=CI", "-c", "user.email=ci@example.invalid", "-c", "init.defaultBranch=main"]
+REVISION_LABEL = "org.whisper-api.revision"
 
 
 class Webhooks:
@@ -70,6 +76,10 @@ class Stack:
     image_name: str
     key: str
     hooks: Webhooks
+    # (session id, utterance, text) of finals streamed through the proxy, for the backup checks.
+    streamed: list = field(default_factory=list)
+    kept_backup: Path | None = None  # a backup with those finals, copied out of pruning's reach
+    later_sessions: list = field(default_factory=list)  # session ids stored after that backup
 
     def base(self, env: str = "production") -> str:
         return f"http://127.0.0.1:{self.ports[env]}"
@@ -84,7 +94,13 @@ class Stack:
         sh(*GIT, "push", "-q", "origin", "main", cwd=self.seed)
         return sh("git", "rev-parse", "HEAD", cwd=self.seed).stdout.strip()
 
-    def deploy(self, env: str = "production") -> subprocess.CompletedProcess:
+    def revert(self, rev: str) -> str:
+        """Pushes a commit undoing `rev`, so that later deploys of main build again."""
+        sh(*GIT, "revert", "--no-edit", rev, cwd=self.seed)
+        sh(*GIT, "push", "-q", "origin", "main", cwd=self.seed)
+        return sh("git", "rev-parse", "HEAD", cwd=self.seed).stdout.strip()
+
+    def deploy(self, env: str = "production", **extra: str) -> subprocess.CompletedProcess:
         """Runs the deploy workflow's SSH step, with the workflow's secrets as environment."""
         environ = {
             "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
@@ -93,6 +109,8 @@ class Stack:
             "PROJECT_PATH": str(self.server), "OPENAI_API_KEY": self.key,
             "SLACK_WEBHOOK_URL": f"{self.hooks.url}/slack", "TELEGRAM_BOT_TOKEN": "123:e2e-token",
             "TELEGRAM_CHAT_ID": "42", "HEALTH_PORT": str(self.ports[env]),
+            "GITHUB_ACTOR": "e2e-actor", "GITHUB_RUN_ID": "4242",
+            **extra,
         }
         started = time.monotonic()
         result = subprocess.run([str(REPO / "scripts" / "deploy-remote.sh"), env], capture_output=True, text=True,
@@ -156,16 +174,18 @@ def stack(tmp_path_factory) -> Stack:
     (server / ".deploy" / "production").mkdir(parents=True)
     (server / ".deploy" / "staging").mkdir(parents=True)
     (server / ".deploy" / "settings").write_text(
-        f"COMPOSE_PROJECT_PREFIX={prefix}\nAPP_IMAGE_NAME=whisper-api-{prefix}\nHTTP_BIND=127.0.0.1\n"
+        f"COMPOSE_PROJECT_PREFIX={prefix}\nAPP_IMAGE_NAME=whisper-api-{prefix}\n"
         f"HEALTH_TIMEOUT_S=120\nSTOP_GRACE_S=40\nBACKUP_KEEP=3\nTELEGRAM_API_URL={hooks.url}/telegram\n"
     )
     for env, port in ports.items():
-        (server / ".deploy" / env / "settings").write_text(f"HTTP_PORT={port}\n")
         # The env files, as an operator prepares them: OpenAI is primary, but its URL stays on
         # loopback (refused), so every final falls back to local and no test reaches the real API.
         sample = (server / ".env.prod.sample").read_text()
         sample = re.sub(r"(?m)^OPENAI_BASE_URL=.*$", "OPENAI_BASE_URL=http://127.0.0.1:9/v1", sample)
         sample = re.sub(r"(?m)^OPENAI_TIMEOUT_MS=.*$", "OPENAI_TIMEOUT_MS=1500", sample)
+        # The published address and port, from the env file (the sample's commented lines).
+        sample = re.sub(r"(?m)^#HTTP_PORT=.*$", f"HTTP_PORT={port}", sample)
+        sample = re.sub(r"(?m)^#HTTP_BIND=.*$", "HTTP_BIND=127.0.0.1", sample)
         env_file = server / (".env" if env == "production" else ".env.staging")
         env_file.write_text(sample)
         env_file.chmod(0o600)
@@ -188,7 +208,7 @@ def stack(tmp_path_factory) -> Stack:
 
 def test_first_deploy_over_ssh(stack):
     rev = sh("git", "rev-parse", "HEAD", cwd=stack.seed).stdout.strip()
-    result = stack.deploy()
+    result = stack.deploy(DEPLOY_REF=rev)
     assert_deployed(result, stack)
     record_timing("first deploy over SSH (image build cached)", result.seconds)
     assert stack.served_revision() == rev
@@ -203,6 +223,48 @@ def test_first_deploy_over_ssh(stack):
     assert any("succeeded" in t for t in stack.hooks.texts("slack"))
     assert any("succeeded" in t for t in stack.hooks.texts("telegram"))
     assert '"openai"' in result.stdout or "healthy" in result.stdout  # deploy-remote's verification
+    log = logs[-1].read_text()
+    assert "actor=e2e-actor run=4242" in log and f"ref={rev}" in log, log[:2000]
+    assert "app image " in log and ": id sha256:" in log, "the image digest is not in the deploy log"
+    # HTTP_BIND=127.0.0.1 in the env file: the proxy is published on loopback only.
+    proxy = sh("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={stack.prefix}-production",
+               "--filter", "label=com.docker.compose.service=proxy").stdout.split()
+    bindings = sh("docker", "port", proxy[0], "80").stdout.split()
+    assert bindings == [f"127.0.0.1:{stack.ports['production']}"], bindings
+
+
+def page_finals(driver) -> str:
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, "#transcript li.final")).lower()
+
+
+def test_https_front_serves_wss_and_the_demo_page(stack, tmp_path_factory):
+    """deploy/caddy/Caddyfile in front of the loopback-bound proxy (its local CA standing in for
+    ACME): a streaming session over wss:// with real speech, and the demo page over https:// in
+    headless Chromium that trusts the CA, where it streams the same speech from a fake microphone."""
+    work = tmp_path_factory.mktemp("https")
+    with caddy_https(work / "caddy", stack.ports["production"]) as https:
+        started = time.monotonic()
+        session = stream_speech(https.base.replace("https://", "wss://") + "/ws", ssl_context=https.context)
+        record_timing("streaming session over wss:// through Caddy", time.monotonic() - started)
+        spoken = " ".join(f["text"] for f in session.finals).lower()
+        assert session.close_code == 1000 and session.of_type("done"), (session.error, session.messages[-3:])
+        assert "country" in spoken, spoken
+
+        clip = padded_clip([SPEECH], work / "clip.wav", 0, 3.0)
+        browser = launch_chromium(fake_audio=clip, env=home_trusting(https.ca, work / "home"))
+        driver = browser.driver
+        try:
+            driver.get(https.base + "/")
+            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.ready"),
+                                            message=f"the demo page did not load over HTTPS: {driver.title!r}")
+            assert driver.execute_script("return window.isSecureContext && location.protocol") == "https:"
+            driver.find_element(By.ID, "start").click()
+            WebDriverWait(driver, 60).until(lambda d: "country" in page_finals(d), message="no final over wss://")
+        except Exception:
+            print(browser.console_log())
+            raise
+        finally:
+            browser.quit()
 
 
 def new_colour_final(load: Load, after: float) -> bool:
@@ -250,23 +312,48 @@ def test_deploy_while_streaming_refuses_nothing_and_loses_no_final(stack):
                   probes=len(load.probes))
     record_timing("reconnect after 1012 until the new session's ready", max(gaps, default=0.0), count=len(gaps))
     assert max(gaps, default=0.0) < 2.0, gaps
+    stack.streamed = [(s.of_type("ready")[0]["session"], f["utterance"], f["text"])
+                      for s in load.sessions if s.of_type("ready") for f in s.finals if f["text"].strip()]
+    assert stack.streamed, "no final with text was streamed"
+
+
+def snapshot_finals(db: Path) -> set:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return set(conn.execute("SELECT session_id, utterance, text FROM finals"))
 
 
 def test_rerun_is_idempotent(stack):
+    """Also: its backup holds the transcript database as a consistent SQLite snapshot, with
+    the finals streamed before it."""
     before = stack.state()
     result = stack.deploy()
     assert_deployed(result, stack)
     assert "nothing to do" in result.stdout
     assert stack.state()["ACTIVE_IMAGE"] == before["ACTIVE_IMAGE"]
+    backup = sorted((stack.server / "backups" / "production").iterdir())[-1]
+    snapshot = backup / "transcripts.db"
+    assert snapshot.is_file(), f"no database snapshot in {backup}: {sorted(p.name for p in backup.iterdir())}"
+    assert snapshot.stat().st_mode & 0o077 == 0, "the snapshot is readable by others"
+    with sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    missing = set(stack.streamed) - snapshot_finals(snapshot)
+    assert not missing, f"finals streamed before the deploy are not in its backup: {sorted(missing)[:5]}"
+    assert "transcripts.db" not in sh("tar", "-tzf", backup / "storage.tar.gz").stdout
+    stack.kept_backup = stack.root / "kept-backup"
+    shutil.copytree(backup, stack.kept_backup)
 
 
 def test_next_deploy_prunes_old_images_and_backups(stack):
+    """Also: the requested SHA is deployed even though main moved on after it was pushed."""
     first_image = stack.state()["PREVIOUS_IMAGE"]
     assert image_exists(first_image)
     rev = stack.commit("docs: another change", "docs/e2e-deploy-note.txt", "and another\n")
-    result = stack.deploy()
+    later = stack.commit("docs: pushed while the first was tested", "docs/e2e-deploy-note.txt", "later\n")
+    result = stack.deploy(DEPLOY_REF=rev)
     assert_deployed(result, stack)
-    assert stack.served_revision() == rev
+    assert stack.served_revision() == rev != later
+    assert stack.state()["ACTIVE_REVISION"] == rev
+    assert "has moved on" in result.stdout
     state = stack.state()
     assert image_exists(state["ACTIVE_IMAGE"]) and image_exists(state["PREVIOUS_IMAGE"])
     assert not image_exists(first_image), "the image two deploys back was not pruned"
@@ -281,7 +368,7 @@ def test_staging_runs_beside_production(stack):
     assert_deployed(result, stack)
     rev = sh("git", "rev-parse", "HEAD", cwd=stack.seed).stdout.strip()
     assert stack.served_revision("staging") == rev
-    assert stack.served_revision("production") == rev
+    assert stack.served_revision("production") == stack.state()["ACTIVE_REVISION"]
     assert sorted((stack.server / "staging" / "logs").glob("deployment-*.log"))
     projects = sh("docker", "ps", "--format", '{{.Label "com.docker.compose.project"}}').stdout.split()
     assert f"{stack.prefix}-production" in projects and f"{stack.prefix}-staging" in projects
@@ -294,23 +381,32 @@ def test_failing_health_check_rolls_back_and_the_old_version_keeps_serving(stack
     # server refuses to start (and the container keeps restarting).
     bad_rev = stack.commit("break: invalid VAD setting", "Dockerfile",
                            'CMD ["whisper-api", "--vad-aggressiveness", "9"]\n')
-    with Load(stack.base()) as load:
-        load.wait_until_streaming()
-        result = stack.deploy()
+    env_before = (stack.server / ".env").read_text()
+    # Not production's active revision: staging shares the checkout and moved it on.
+    head_before = sh("git", "rev-parse", "HEAD", cwd=stack.server).stdout.strip()
+    try:
+        with Load(stack.base()) as load:
+            load.wait_until_streaming()
+            result = stack.deploy(OPENAI_API_KEY=f"{stack.key}-rotated")  # the new env file
+    finally:
+        stack.revert(bad_rev)
     output = result.stdout + result.stderr
     record_timing("failed deploy with automatic rollback", result.seconds)
     assert result.returncode != 0, output[-4000:]
     assert "rolled back" in output and stack.key not in output
+    assert (stack.server / ".env").read_text() == env_before, "the failed deploy's env file was left in place"
     assert stack.served_revision() == good_rev
     assert stack.state()["ACTIVE_IMAGE"] == good["ACTIVE_IMAGE"]
     head = sh("git", "rev-parse", "HEAD", cwd=stack.server).stdout.strip()
-    assert head == good_rev != bad_rev, "the checkout did not return to the previous revision"
+    assert head == head_before != bad_rev, "the checkout did not return to where it was"
     running = sh("docker", "ps", "--format", "{{.Image}}").stdout.split()
     assert stack.image(bad_rev) not in running
     assert not load.failed_probes(), load.failed_probes()[:5]
     assert not [s.error for s in load.sessions if s.error]
     assert all(not s.missing_finals() for s in load.sessions)
     assert any("failed" in t for t in stack.hooks.texts("slack"))
+    # Sessions with a final are stored (a final is stored before it is sent).
+    stack.later_sessions = [s.of_type("ready")[0]["session"] for s in load.sessions if s.of_type("ready") and s.finals]
 
 
 def test_manual_rollback_returns_to_the_previous_image(stack):
@@ -320,3 +416,77 @@ def test_manual_rollback_returns_to_the_previous_image(stack):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert stack.state()["ACTIVE_IMAGE"] == state["PREVIOUS_IMAGE"]
     assert stack.served_revision() == state["PREVIOUS_REVISION"]
+    # The transcripts streamed before the deploys are still served after the rollback.
+    for session_id, _, text in stack.streamed[:3]:
+        status, body = http_get(f"{stack.base()}/v1/sessions/{session_id}/transcript?format=txt")
+        assert status == 200 and text.strip() in body, (status, body[:500])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    with loopback_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
+
+
+def registry_images(repo: str) -> list[str]:
+    return sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo).stdout.split()
+
+
+def test_deploy_pulls_the_ci_image_from_a_registry_by_digest_and_label(stack, registry):
+    """What the workflow does: the image job builds the commit once and pushes it; the deploy job
+    deploys that SHA and image (IMAGE_REPO/IMAGE_TAG/IMAGE_DIGEST). An image whose revision label
+    is not the commit is refused; the pulled registry names are pruned."""
+    serving = stack.state()
+    repo = f"{registry}/{stack.prefix}/whisper-api"
+    rev = stack.commit("docs: built once by CI", "docs/e2e-deploy-note.txt", "from the registry\n")
+    wrong = f"{repo}:{rev[:12]}-wrong"  # another commit's image under this commit's name
+    sh("docker", "tag", serving["ACTIVE_IMAGE"], wrong)
+    sh("docker", "push", wrong, timeout=300)
+    sh("docker", "rmi", wrong)
+    result = stack.deploy(DEPLOY_REF=rev, IMAGE_REPO=repo, IMAGE_TAG=f"{rev[:12]}-wrong")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert f"labelled revision '{serving['ACTIVE_REVISION']}', not {rev}: refusing it" in output, output[-4000:]
+    assert stack.served_revision() == serving["ACTIVE_REVISION"]
+
+    started = time.monotonic()
+    tag = f"{repo}:{rev[:12]}"
+    sh("docker", "build", "-q", *base_image_args(), "--build-arg", f"GIT_REVISION={rev}",
+       "--label", f"{REVISION_LABEL}={rev}", "-t", tag, stack.seed, timeout=1800)
+    sh("docker", "push", tag, timeout=300)
+    digest = sh("docker", "image", "inspect", "-f", "{{index .RepoDigests 0}}", tag).stdout.strip().split("@")[1]
+    sh("docker", "rmi", tag)  # the server has only what it pulls
+    assert not registry_images(repo)
+    record_timing("CI image build (cached) and push to the loopback registry", time.monotonic() - started)
+
+    result = stack.deploy(DEPLOY_REF=rev, IMAGE_REPO=repo, IMAGE_TAG=rev[:12], IMAGE_DIGEST=digest)
+    assert_deployed(result, stack)
+    record_timing("deploy of a pulled image over SSH", result.seconds)
+    assert f"pulling {repo}@{digest}" in result.stdout, result.stdout[-3000:]
+    assert f"building {stack.image(rev)}" not in result.stdout
+    assert stack.served_revision() == rev
+    state = stack.state()
+    assert state["ACTIVE_IMAGE"] == stack.image(rev)
+    label = sh("docker", "image", "inspect", "-f", f'{{{{ index .Config.Labels "{REVISION_LABEL}" }}}}',
+               stack.image(rev)).stdout.strip()
+    assert label == rev
+    assert not registry_images(repo), "the registry names of pulled images were not pruned"
+
+
+def test_restore_transcripts_from_a_backup_snapshot(stack):
+    """scripts/restore-transcripts.sh (docs/deploy.md, "Rollback"): the database goes back to the
+    snapshot: the finals it holds are served, the sessions stored after it are gone."""
+    assert stack.kept_backup and stack.later_sessions
+    for session_id in stack.later_sessions:
+        assert http_get(f"{stack.base()}/v1/sessions/{session_id}")[0] == 200
+    started = time.monotonic()
+    result = subprocess.run([str(stack.server / "scripts" / "restore-transcripts.sh"), "production",
+                             str(stack.kept_backup)], capture_output=True, text=True, cwd=stack.server, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    record_timing("transcript database restore from a backup snapshot", time.monotonic() - started)
+    for session_id, _, text in stack.streamed[:3]:
+        status, body = http_get(f"{stack.base()}/v1/sessions/{session_id}/transcript?format=txt")
+        assert status == 200 and text.strip() in body, (status, body[:500])
+    for session_id in stack.later_sessions:
+        assert http_get(f"{stack.base()}/v1/sessions/{session_id}")[0] == 404, "a later session survived the restore"
+    assert list((stack.server / "storage").glob("transcripts.db.replaced-*")), "the replaced database was not kept"

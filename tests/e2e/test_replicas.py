@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from deploy_support import (
-    MODEL, REPO, SPEECH, Load, Session, build_image, free_port, http_get, record_timing, require_docker,
-    require_inputs, sh, stream_speech,
+    MODEL, REPO, SPEECH, Load, Session, base_image_args, build_image, free_port, http_get, record_timing,
+    require_docker, require_inputs, sh, stream_speech,
 )
 
 PROXY_IMAGE = os.environ.get("WHISPER_TEST_PROXY_IMAGE", "whisper-api-proxy:e2e")
@@ -58,7 +58,8 @@ def replicas():
     require_docker()
     require_inputs()
     image = build_image()
-    sh("docker", "build", "-q", "-t", PROXY_IMAGE, REPO / "deploy/nginx", timeout=1800)
+    # The base image scripts/docker-base-images.sh chose (official, or its own local name).
+    sh("docker", "build", "-q", *base_image_args(), "-t", PROXY_IMAGE, REPO / "deploy/nginx", timeout=1800)
     port = free_port()
     env_file = Path(tempfile.mkstemp(prefix="whisper-replicas-", suffix=".env")[1])
     env_file.write_text("PRIMARY_SERVICE=local\nMAX_SESSIONS=4\nSHUTDOWN_GRACE_MS=10000\nRUST_LOG=info\n")

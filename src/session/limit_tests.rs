@@ -208,3 +208,43 @@ async fn audio_sent_during_a_shutdown_drain_is_transcribed() {
     assert_eq!(code, Some(close::SERVICE_RESTART));
     assert_eq!(h.session.await.unwrap(), Outcome::Completed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_local_final_past_its_deadline_is_an_error_and_the_next_utterance_goes_on() {
+    let mut config = Config::defaults();
+    config.local_timeout_ms = 3_000;
+    // jfk.wav's first utterance (over 5 s) hangs the engine; the second is answered at once.
+    let mut h = start_with(
+        scripted(|secs| Duration::from_millis(if secs > 5.0 { 3_600_000 } else { 100 })),
+        config,
+    );
+    stream_audio(&h.to_server, &jfk()).await;
+    let eof = Message::Text(r#"{"type":"eof"}"#.into());
+    h.to_server.send(eof).await.unwrap();
+    let (messages, code) = collect(&mut h.from_server).await;
+    let errors: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            ServerMessage::Error {
+                code, utterance, ..
+            } => Some((i, code.as_str(), *utterance)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{messages:?}");
+    let (at, code_sent, utterance) = errors[0];
+    assert_eq!((code_sent, utterance), ("local_timeout", Some(0)));
+    // The timed-out utterance takes its place in the order: the next final follows it.
+    let finals = check_order(&messages);
+    assert!(!finals.is_empty(), "the next utterance got its final");
+    assert!(!finals.contains(&0), "no final for the timed-out utterance");
+    let first_final = messages
+        .iter()
+        .position(|m| matches!(m, ServerMessage::Final { .. }))
+        .unwrap();
+    assert!(at < first_final, "{messages:?}");
+    assert_eq!(messages.last(), Some(&ServerMessage::Done));
+    assert_eq!(code, Some(close::NORMAL));
+    assert_eq!(h.session.await.unwrap(), Outcome::Completed);
+}

@@ -43,20 +43,22 @@ pub async fn upgrade(
 
 async fn admit(socket: WebSocket, query: RawQuery, client: Option<IpAddr>, state: AppState) {
     if state.shutdown.is_cancelled() {
-        return refuse(socket, ProtocolError::ShuttingDown).await;
+        return refuse(socket, refused(&state, ProtocolError::ShuttingDown)).await;
     }
     let (Some(engine), Some(final_pass)) = (state.engine.get(), state.final_pass.get()) else {
-        return refuse(socket, ProtocolError::NotReady).await;
+        return refuse(socket, refused(&state, ProtocolError::NotReady)).await;
     };
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
         state.metrics.session_rejected();
-        return refuse(socket, ProtocolError::ServerBusy(state.config.max_sessions)).await;
+        let busy = ProtocolError::ServerBusy(state.config.max_sessions);
+        return refuse(socket, refused(&state, busy)).await;
     };
     // Taken after the global permit, so a full server reports server_busy to everyone.
     let ip_permit = match client.map(|ip| state.access.per_ip.try_acquire(ip)) {
         Some(None) => {
             tracing::info!(client = ?client, "session refused: MAX_SESSIONS_PER_IP reached");
-            return refuse(socket, ProtocolError::IpLimit(state.access.per_ip.max())).await;
+            let limit = ProtocolError::IpLimit(state.access.per_ip.max());
+            return refuse(socket, refused(&state, limit)).await;
         }
         Some(Some(permit)) => Some(permit),
         None => None,
@@ -81,6 +83,13 @@ async fn admit(socket: WebSocket, query: RawQuery, client: Option<IpAddr>, state
         drop(permit);
         drop(ip_permit);
     });
+}
+
+/// Counts a refusal by the server's own limits or state (`whisper_refusals_total`); bad
+/// parameters are the client's error and are not counted.
+fn refused(state: &AppState, error: ProtocolError) -> ProtocolError {
+    state.metrics.refusal(error.code());
+    error
 }
 
 async fn refuse(mut socket: WebSocket, error: ProtocolError) {

@@ -160,6 +160,7 @@ where
                     }
                     Some(e) => {
                         tracing::info!(code = e.code(), "session limit reached");
+                        session.deps.metrics.refusal(e.code());
                         ending = Some(Ending::Limit(e));
                         accepting = false;
                         grace_deadline =

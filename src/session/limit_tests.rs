@@ -13,6 +13,7 @@ use super::tests::{
 use super::Outcome;
 use crate::config::Config;
 use crate::engine::JobKind;
+use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 
 fn s16(frame: &[f32]) -> Message {
@@ -28,6 +29,14 @@ fn last_error(messages: &[ServerMessage]) -> Option<&str> {
         Some(ServerMessage::Error { code, .. }) => Some(code),
         _ => None,
     }
+}
+
+/// `whisper_refusals_total{reason}`.
+fn refusals(metrics: &Metrics, reason: &str) -> u64 {
+    let prefix = format!("whisper_refusals_total{{reason=\"{reason}\"}} ");
+    let text = metrics.render();
+    let line = text.lines().find(|l| l.starts_with(&prefix)).expect("series");
+    line[prefix.len()..].parse().unwrap()
 }
 
 /// Sends frames paced like a microphone until the session stops reading them for good.
@@ -128,6 +137,7 @@ async fn silence_alone_ends_the_session_after_the_no_speech_timeout() {
         "ended after {waited:?}"
     );
     assert_eq!(h.session.await.unwrap(), Outcome::Limited("no_speech"));
+    assert_eq!(refusals(&h.metrics, "no_speech"), 1);
     drop(h.to_server);
     sender.await.unwrap();
 }
@@ -161,6 +171,7 @@ async fn the_session_limit_finishes_the_open_utterance_then_closes() {
         h.session.await.unwrap(),
         Outcome::Limited("session_too_long")
     );
+    assert_eq!(refusals(&h.metrics, "session_too_long"), 1);
     drop(h.to_server);
     sender.await.unwrap();
 }

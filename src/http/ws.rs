@@ -20,6 +20,12 @@ use crate::session::{self, RawQuery, SessionDeps, StreamParams};
 /// tungstenite's own limit, above the configured one so that an oversized message still
 /// reaches the session and gets a proper `frame_too_large` error.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
+/// Outgoing bytes tungstenite may hold for a client that does not read. Uncapped, it keeps
+/// the automatic pong to every ping of a client that pings and never reads, without end. Our
+/// own messages are small and bounded by the outbox, so a reading client never gets near it;
+/// past it, pongs are dropped and the session's next message fails, which ends the session.
+/// Above tungstenite's 128 KiB write buffer, as it requires.
+const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -38,6 +44,7 @@ pub async fn upgrade(
         .unwrap_or_default();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| admit(socket, query, client, state))
 }
 

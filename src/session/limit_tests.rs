@@ -35,7 +35,10 @@ fn last_error(messages: &[ServerMessage]) -> Option<&str> {
 fn refusals(metrics: &Metrics, reason: &str) -> u64 {
     let prefix = format!("whisper_refusals_total{{reason=\"{reason}\"}} ");
     let text = metrics.render();
-    let line = text.lines().find(|l| l.starts_with(&prefix)).expect("series");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .expect("series");
     line[prefix.len()..].parse().unwrap()
 }
 

@@ -98,8 +98,12 @@ async fn the_writer_gives_up_on_a_close_that_never_completes() {
         .expect("the writer ends")
         .unwrap();
     assert_eq!(began.elapsed(), CLOSE_TIMEOUT);
-    let sent = sent.lock().unwrap();
-    assert_eq!(sent.len(), 2, "the message and the close frame went out first");
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(
+        sent.len(),
+        2,
+        "the message and the close frame went out first"
+    );
     assert_eq!(close_code(&sent), Some(close::NORMAL));
     // The writer has stopped, so the session sees the client as gone.
     tokio::time::timeout(Duration::ZERO, outbox.gone())
@@ -131,7 +135,10 @@ async fn a_session_ends_even_if_its_socket_never_finishes_closing() {
     // The open utterance's final, the close that never completes, then the wait for the
     // client's close frame (which this client never sends either).
     let most = FINAL_DELAY + CLOSE_TIMEOUT + CLOSE_LINGER + Duration::from_millis(100);
-    assert!(took >= CLOSE_TIMEOUT && took <= most, "ended after {took:?}");
+    assert!(
+        took >= CLOSE_TIMEOUT && took <= most,
+        "ended after {took:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -119,7 +119,9 @@ pub(super) fn start_with(engine: Arc<Scripted>, config: Config) -> Harness {
     }
 }
 
-pub(super) fn stream(rx: mpsc::Receiver<Message>) -> impl Stream<Item = Result<Message, Infallible>> + Unpin {
+pub(super) fn stream(
+    rx: mpsc::Receiver<Message>,
+) -> impl Stream<Item = Result<Message, Infallible>> + Unpin {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|m| (Ok(m), rx))
     }))

@@ -39,7 +39,11 @@ async fn openai_requests_never_exceed_the_cap_and_every_final_arrives_in_order()
     config.openai_max_concurrency = MAX_CONCURRENCY;
     let server = start(config).await;
     fake.respond_with(|r| {
-        let ms = r.wav.clone().and_then(Result::ok).map_or(0, |w| w.duration_ms());
+        let ms = r
+            .wav
+            .clone()
+            .and_then(Result::ok)
+            .map_or(0, |w| w.duration_ms());
         Reply::text(duration_text(ms)).after(REPLY_DELAY)
     });
     let two = speech(&[CLIP_C, CLIP_A]);
@@ -49,7 +53,10 @@ async fn openai_requests_never_exceed_the_cap_and_every_final_arrives_in_order()
 
     let peak = fake.peak_in_flight();
     println!("OPENAI_MAX_CONCURRENCY={MAX_CONCURRENCY}: peak {peak} requests in flight");
-    assert_eq!(peak, MAX_CONCURRENCY as usize, "the cap was reached, never passed");
+    assert_eq!(
+        peak, MAX_CONCURRENCY as usize,
+        "the cap was reached, never passed"
+    );
     assert_eq!(fake.request_count(), SESSIONS * 2);
     for t in &transcripts {
         assert_well_formed(t);
@@ -72,7 +79,11 @@ async fn openai_requests_never_exceed_the_cap_and_every_final_arrives_in_order()
     let ok = r#"whisper_openai_requests_total{outcome="ok"}"#;
     assert_eq!(metric(&server, ok).await, (SESSIONS * 2) as f64);
     let timeouts = r#"whisper_fallbacks_total{reason="timeout"}"#;
-    assert_eq!(metric(&server, timeouts).await, 0.0, "no final waited too long");
+    assert_eq!(
+        metric(&server, timeouts).await,
+        0.0,
+        "no final waited too long"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +96,11 @@ async fn a_local_final_past_its_deadline_is_an_error_and_the_next_final_follows(
     let server = start(config).await;
     let first_ms = speech(&[CLIP_C]).samples.len() * 1000 / RATE;
     fake.respond_with(move |r| {
-        let ms = r.wav.clone().and_then(Result::ok).map_or(0, |w| w.duration_ms());
+        let ms = r
+            .wav
+            .clone()
+            .and_then(Result::ok)
+            .map_or(0, |w| w.duration_ms());
         if ms <= first_ms {
             Reply::status(400).after(Duration::from_millis(300))
         } else {
@@ -99,12 +114,19 @@ async fn a_local_final_past_its_deadline_is_an_error_and_the_next_final_follows(
     assert_eq!(t.messages[0].kind(), "ready");
     let errors = t.of_kind("error");
     assert_eq!(errors.len(), 1, "{:?}", t.messages);
-    assert_eq!(errors[0].json["code"], "local_timeout", "{}", errors[0].json);
+    assert_eq!(
+        errors[0].json["code"], "local_timeout",
+        "{}",
+        errors[0].json
+    );
     assert_eq!(errors[0].json["utterance"], 0);
     let finals = t.of_kind("final");
     assert_eq!(finals.len(), 1, "{:?}", t.messages);
     assert_eq!(
-        (ms(finals[0], "utterance"), finals[0].json["source"].as_str()),
+        (
+            ms(finals[0], "utterance"),
+            finals[0].json["source"].as_str()
+        ),
         (1, Some("openai"))
     );
     assert_eq!(finals[0].json["text"], DEFAULT_ANSWER);

@@ -1,5 +1,5 @@
 //! Prometheus metrics through `prometheus-client`, with the process's CPU and memory from
-//! `metrics-process`; both crates are imported here only.
+//! `metrics-process` ([`process`]); both crates are imported in this module only.
 //!
 //! Every metric name carries its unit and every label has a fixed set of values, listed here
 //! and created up front (so each series exists, at 0, from the first scrape and the exposition
@@ -12,11 +12,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -47,6 +46,20 @@ pub const FALLBACK_REASONS: [&str; 8] = [
     "bad_response",
     "circuit_open",
     "no_api_key",
+];
+
+/// Why a connection or request was refused, or a session was ended by a server limit
+/// (`whisper_refusals_total{reason}`): the wire protocol's error codes, and `unauthorized`
+/// for a 401 (no valid access token).
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "unauthorized",
+    "origin_not_allowed",
+    "ip_limit",
+    "server_busy",
+    "not_ready",
+    "shutting_down",
+    "session_too_long",
+    "no_speech",
 ];
 
 /// Values of `whisper_final_latency_seconds{source}`.
@@ -119,6 +132,7 @@ pub struct Metrics {
     local_rtf: HistogramFamily,
     openai_requests: Family<Label, Counter>,
     fallbacks: Family<Label, Counter>,
+    refusals: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -149,6 +163,7 @@ impl Default for Metrics {
             local_rtf,
             openai_requests: counter_family("outcome", &OPENAI_OUTCOMES),
             fallbacks: counter_family("reason", &FALLBACK_REASONS),
+            refusals: counter_family("reason", &REFUSAL_REASONS),
         };
         m.register();
         m
@@ -245,7 +260,12 @@ impl Metrics {
             "Utterances whose final did not come from OpenAI, by reason",
             self.fallbacks.clone(),
         );
-        r.register_collector(Box::new(ProcessCollector));
+        r.register(
+            "whisper_refusals",
+            "Connections and requests refused, and sessions ended by a server limit, by reason",
+            self.refusals.clone(),
+        );
+        r.register_collector(Box::new(process::ProcessCollector));
     }
 
     pub fn session_opened(&self) {
@@ -326,6 +346,14 @@ impl Metrics {
         }
     }
 
+    /// One refused connection or request, or a session ended by a limit; `reason` is one of
+    /// [`REFUSAL_REASONS`].
+    pub fn refusal(&self, reason: &str) {
+        if let Some(label) = known("reason", &REFUSAL_REASONS, reason) {
+            self.refusals.get_or_create(&label).inc();
+        }
+    }
+
     /// Local inference workers running in both pools (partials' and FINAL_MODEL's), read from
     /// the pools at each scrape; the "no live workers" alert fires at 0.
     pub fn set_live_workers(&self, workers: usize) {
@@ -354,61 +382,6 @@ fn saturating_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The standard `process_*` metrics (CPU seconds, resident memory, threads, file
-/// descriptors), read from /proc at each scrape.
-#[derive(Debug)]
-struct ProcessCollector;
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let p = metrics_process::collector::collect();
-        if let Some(cpu) = p.cpu_seconds_total {
-            let counter = ConstCounter::new(cpu);
-            counter.encode(encoder.encode_descriptor(
-                "process_cpu_seconds",
-                "Total user and system CPU time spent, in seconds",
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        let gauges = [
-            (
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-                p.resident_memory_bytes,
-            ),
-            (
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
-                p.virtual_memory_bytes,
-            ),
-            (
-                "process_start_time_seconds",
-                "Start time of the process since the Unix epoch, in seconds",
-                p.start_time_seconds,
-            ),
-            ("process_threads", "OS threads in the process", p.threads),
-            ("process_open_fds", "Open file descriptors", p.open_fds),
-            (
-                "process_max_fds",
-                "Limit of open file descriptors (0: unlimited)",
-                p.max_fds,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            if let Some(value) = value {
-                let gauge = ConstGauge::new(value);
-                gauge.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
+mod process;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! Access control against the real server: API tokens (required, accepted, rotated, refused
 //! with 401 before any upgrade, in a header or the query), browser tokens, the WebSocket
 //! Origin check, the admin listener and the cached deep check, sessions per address with and
-//! without a trusted proxy, and the header-read timeout against a slowloris client.
+//! without a trusted proxy, the header-read timeout against a slowloris client, and each
+//! refusal counted in `whisper_refusals_total{reason}`.
 
 mod common;
 mod fake_openai;
@@ -42,6 +43,17 @@ async fn first_message(ws: &mut Ws) -> serde_json::Value {
         Some(Ok(Message::Text(t))) => serde_json::from_str(&t).unwrap(),
         other => panic!("expected a text message, got {other:?}"),
     }
+}
+
+/// `whisper_refusals_total{reason}` from the `/metrics` at `url`.
+async fn refusals(url: &str, reason: &str) -> u64 {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let sample = format!("whisper_refusals_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .unwrap_or_else(|| panic!("no {sample}in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 async fn status_of(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
@@ -190,6 +202,13 @@ async fn tokens_origins_and_the_admin_listener() {
         .unwrap()
         .contains("admin"));
     assert_eq!(fake.model_checks(), 0);
+    // Every refusal above was counted by reason: nine 401s (five WebSocket tokens, the
+    // transcript API, the caption feed, the forged and the expired browser token) and the
+    // foreign origin. The browser-token endpoint's 403 is not an access refusal.
+    let admin_metrics = format!("http://{admin}/metrics");
+    assert_eq!(refusals(&admin_metrics, "unauthorized").await, 9);
+    assert_eq!(refusals(&admin_metrics, "origin_not_allowed").await, 1);
+    assert_eq!(refusals(&admin_metrics, "ip_limit").await, 0);
     // The deep check is cached: ten calls, one request to OpenAI.
     for _ in 0..10 {
         let (code, body) = status_of(http.get(format!("http://{admin}/health?deep=1"))).await;
@@ -293,6 +312,7 @@ async fn sessions_per_address_behind_and_without_a_trusted_proxy() {
         (answer["type"].as_str(), answer["code"].as_str()),
         (Some("error"), Some("ip_limit"))
     );
+    assert_eq!(refusals(&direct.http_url("/metrics"), "ip_limit").await, 1);
     drop(direct);
 
     config.trusted_proxies = "127.0.0.1".into();
@@ -312,6 +332,9 @@ async fn sessions_per_address_behind_and_without_a_trusted_proxy() {
     )
     .await;
     assert_eq!(answer["code"], "ip_limit");
+    let metrics = proxied.http_url("/metrics");
+    assert_eq!(refusals(&metrics, "ip_limit").await, 1);
+    assert_eq!(refusals(&metrics, "server_busy").await, 0);
     // The slot is freed when a session ends (second_session waits for that first).
     let answer = second_session(
         &proxied,

@@ -1,10 +1,11 @@
 //! Misbehaving clients over real sockets, against the real server and model, while a
 //! well-behaved client streams speech in real time beside them: it must get every final within
 //! its latency bound, and when everyone has left no task or file descriptor is left behind.
+//! A client that never reads (and pings, so the server's buffers towards it fill) is dropped.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::SinkExt;
@@ -19,6 +20,17 @@ use tokio_tungstenite::tungstenite::Message;
 const LATENCY_BOUND_S: f64 = 25.0;
 const MAX_SESSIONS: usize = 6;
 const RATE: usize = 16_000;
+/// The deaf client's receive buffer (the kernel doubles it, and keeps a minimum of ~2 KiB).
+const DEAF_RECV_BUFFER_BYTES: u32 = 1024;
+/// Pings per 20 ms of audio: 125-byte pongs at 780 KB/s fill the server's socket buffer
+/// (autotuned to ~1.7 MB on loopback even towards a tiny receive buffer) and tungstenite's
+/// 1 MiB write buffer within seconds.
+const PINGS_PER_FRAME: usize = 125;
+/// The server's write timeout (10 s) and close timeout (2 s), after the buffers have filled,
+/// with room for a loaded machine.
+const DEAF_CLOSED_WITHIN: Duration = Duration::from_secs(45);
+/// Past this the test fails instead of streaming forever.
+const DEAF_GIVE_UP: Duration = Duration::from_secs(120);
 
 fn text(s: &str) -> Message {
     Message::Text(s.to_string().into())
@@ -46,9 +58,9 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-/// `whisper_sessions_active`, over a one-off HTTP/1.0 connection (no client pool whose
+/// One sample of `/metrics`, over a one-off HTTP/1.0 connection (no client pool whose
 /// connections would count as open descriptors and tasks).
-async fn sessions_active(server: &TestServer) -> u64 {
+async fn metric(server: &TestServer, sample: &str) -> u64 {
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
         .await
@@ -56,9 +68,13 @@ async fn sessions_active(server: &TestServer) -> u64 {
     let mut body = String::new();
     tcp.read_to_string(&mut body).await.unwrap();
     body.lines()
-        .find_map(|l| l.strip_prefix("whisper_sessions_active "))
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("whisper_sessions_active in /metrics") as u64
+        .unwrap_or_else(|| panic!("{sample} in /metrics")) as u64
+}
+
+async fn sessions_active(server: &TestServer) -> u64 {
+    metric(server, "whisper_sessions_active").await
 }
 
 /// Sends `frames`, then reads until the server closes; the close code, if any.
@@ -72,6 +88,38 @@ async fn misbehave(server: &TestServer, frames: Vec<Message>) -> Option<u16> {
     let mut t = Transcript::default();
     read_all(&mut ws, &mut t, Duration::from_secs(120)).await;
     t.close_code
+}
+
+/// A client that never reads, with a small receive buffer: it streams speech in real time
+/// and pings (each ping has the server queue a pong), so the server's buffers towards it fill
+/// up and the session's writer can no longer send. Returns how long until the server dropped
+/// the connection (its writes fail).
+async fn deaf_client(server: &TestServer, speech: &[u8]) -> Duration {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(DEAF_RECV_BUFFER_BYTES).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(""), tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let talk = async {
+        for chunk in speech.chunks(RATE * 2 / 50).cycle() {
+            let pings = (0..PINGS_PER_FRAME).map(|_| Message::Ping(vec![0u8; 125].into()));
+            for m in std::iter::once(Message::Binary(chunk.to_vec().into())).chain(pings) {
+                if ws.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            if ws.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(DEAF_GIVE_UP, talk)
+        .await
+        .expect("the server kept a client that never reads");
+    started.elapsed()
 }
 
 async fn bad_clients(server: &TestServer, speech: &[u8]) {
@@ -124,14 +172,7 @@ async fn bad_clients(server: &TestServer, speech: &[u8]) {
     flood.push(text(r#"{"type":"eof"}"#));
     assert_eq!(misbehave(server, flood).await, Some(1000), "flush flood");
 
-    // A client that never reads: speech at full speed, eof, then it just sits there.
-    let mut deaf = connect(&server.ws_url("")).await;
-    deaf.send(Message::Binary(speech.to_vec().into()))
-        .await
-        .unwrap();
-    deaf.send(text(r#"{"type":"eof"}"#)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    drop(deaf);
+    // (A client that never reads is `deaf_client`, beside all of these.)
 
     // A client that vanishes mid-utterance: no close frame, the TCP connection just ends.
     let mut gone = connect(&server.ws_url("")).await;
@@ -153,6 +194,8 @@ async fn bad_clients(server: &TestServer, speech: &[u8]) {
     .await;
     let refused = flood.iter().filter(|c| **c == Some(1013)).count();
     assert!(refused >= MAX_SESSIONS, "refused {refused}: {flood:?}");
+    let busy = metric(server, r#"whisper_refusals_total{reason="server_busy"}"#).await;
+    assert_eq!(busy, refused as u64, "each refusal counted");
     assert!(
         flood.iter().all(|c| matches!(c, Some(1000 | 1013))),
         "{flood:?}"
@@ -182,7 +225,13 @@ async fn bad_clients_do_not_disturb_a_real_time_session_or_leak() {
     let url = server.ws_url("");
     let good_pcm = s16le(&good_audio);
     let good = stream(&url, &good_pcm, RATE * 2, RATE * 2 / 50, 1.0);
-    let (good, ()) = tokio::join!(good, bad_clients(&server, &speech));
+    let (good, (), deaf) = tokio::join!(
+        good,
+        bad_clients(&server, &speech),
+        deaf_client(&server, &speech)
+    );
+    println!("a client that never reads was dropped after {deaf:.1?}");
+    assert!(deaf < DEAF_CLOSED_WITHIN, "deaf client held for {deaf:?}");
 
     assert_well_formed(&good);
     assert_eq!(good.close_code, Some(1000));

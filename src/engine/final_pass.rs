@@ -132,7 +132,9 @@ impl FinalPass {
         let local = self.local_transcript(&req);
         let remote = openai.transcribe(&req.audio, &req.prompt, &req.language);
         tokio::pin!(local, remote);
-        let mut local_done: Option<String> = None;
+        // The local answer, kept whole: a missed deadline must still become `local_timeout`
+        // when OpenAI fails after it (it used to turn into an empty fallback final).
+        let mut local_done: Option<Result<Transcript, EngineError>> = None;
         let reason = loop {
             tokio::select! {
                 // Biased towards OpenAI: once it has answered, the local text is not needed
@@ -146,30 +148,33 @@ impl FinalPass {
                     Err(reason) => break reason,
                 },
                 transcript = &mut local, if local_done.is_none() => {
-                    let text = local_text(transcript, &req);
-                    if !text.is_empty() {
-                        // A full channel only loses the preview; the final still follows.
-                        let _ = previews.try_send(Preview {
-                            utterance: req.utterance,
-                            text: text.clone(),
-                            start_ms: req.start_ms,
-                            end_ms: req.end_ms,
-                        });
+                    match &transcript {
+                        Ok(t) if !t.text.is_empty() => {
+                            // A full channel only loses the preview; the final still follows.
+                            let _ = previews.try_send(Preview {
+                                utterance: req.utterance,
+                                text: t.text.clone(),
+                                start_ms: req.start_ms,
+                                end_ms: req.end_ms,
+                            });
+                        }
+                        _ => {}
                     }
-                    local_done = Some(text);
+                    local_done = Some(transcript);
                 }
             }
         };
         if !self.fallback_to_local {
             return req.result(Err(reason), Source::Openai);
         }
-        let text = match local_done {
-            Some(text) => text,
-            None => match local.await {
-                Err(EngineError::Timeout) => return req.timed_out(),
-                transcript => local_text(transcript, &req),
-            },
+        let transcript = match local_done {
+            Some(transcript) => transcript,
+            None => local.await,
         };
+        if transcript == Err(EngineError::Timeout) {
+            return req.timed_out();
+        }
+        let text = local_text(transcript, &req);
         let mut result = req.result(Ok(text), Source::Local);
         result.fallback_reason = Some(reason.as_str().to_string());
         result

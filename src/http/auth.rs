@@ -81,6 +81,7 @@ pub async fn require_token(
     {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
+            state.metrics.refusal("unauthorized");
             tracing::info!(
                 path = request.uri().path(),
                 ?refusal,
@@ -114,6 +115,7 @@ pub async fn check_origin(State(state): State<AppState>, request: Request, next:
     if state.access.origins.allows(origin, host) {
         return next.run(request).await;
     }
+    state.metrics.refusal("origin_not_allowed");
     tracing::info!(
         origin = origin.unwrap_or(""),
         "WebSocket refused: origin not allowed"

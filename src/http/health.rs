@@ -82,6 +82,7 @@ pub async fn health(
             .tokens
             .check(presented.as_deref(), SystemTime::now())
         {
+            state.metrics.refusal("unauthorized");
             return super::auth::unauthorized(refusal);
         }
     }

@@ -20,6 +20,12 @@ use crate::session::{self, RawQuery, SessionDeps, StreamParams};
 /// tungstenite's own limit, above the configured one so that an oversized message still
 /// reaches the session and gets a proper `frame_too_large` error.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
+/// Outgoing bytes tungstenite may hold for a client that does not read. Uncapped, it keeps
+/// the automatic pong to every ping of a client that pings and never reads, without end. Our
+/// own messages are small and bounded by the outbox, so a reading client never gets near it;
+/// past it, pongs are dropped and the session's next message fails, which ends the session.
+/// Above tungstenite's 128 KiB write buffer, as it requires.
+const MAX_WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -38,25 +44,28 @@ pub async fn upgrade(
         .unwrap_or_default();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| admit(socket, query, client, state))
 }
 
 async fn admit(socket: WebSocket, query: RawQuery, client: Option<IpAddr>, state: AppState) {
     if state.shutdown.is_cancelled() {
-        return refuse(socket, ProtocolError::ShuttingDown).await;
+        return refuse(socket, refused(&state, ProtocolError::ShuttingDown)).await;
     }
     let (Some(engine), Some(final_pass)) = (state.engine.get(), state.final_pass.get()) else {
-        return refuse(socket, ProtocolError::NotReady).await;
+        return refuse(socket, refused(&state, ProtocolError::NotReady)).await;
     };
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
         state.metrics.session_rejected();
-        return refuse(socket, ProtocolError::ServerBusy(state.config.max_sessions)).await;
+        let busy = ProtocolError::ServerBusy(state.config.max_sessions);
+        return refuse(socket, refused(&state, busy)).await;
     };
     // Taken after the global permit, so a full server reports server_busy to everyone.
     let ip_permit = match client.map(|ip| state.access.per_ip.try_acquire(ip)) {
         Some(None) => {
             tracing::info!(client = ?client, "session refused: MAX_SESSIONS_PER_IP reached");
-            return refuse(socket, ProtocolError::IpLimit(state.access.per_ip.max())).await;
+            let limit = ProtocolError::IpLimit(state.access.per_ip.max());
+            return refuse(socket, refused(&state, limit)).await;
         }
         Some(Some(permit)) => Some(permit),
         None => None,
@@ -81,6 +90,13 @@ async fn admit(socket: WebSocket, query: RawQuery, client: Option<IpAddr>, state
         drop(permit);
         drop(ip_permit);
     });
+}
+
+/// Counts a refusal by the server's own limits or state (`whisper_refusals_total`); bad
+/// parameters are the client's error and are not counted.
+fn refused(state: &AppState, error: ProtocolError) -> ProtocolError {
+    state.metrics.refusal(error.code());
+    error
 }
 
 async fn refuse(mut socket: WebSocket, error: ProtocolError) {

@@ -42,7 +42,17 @@ fn counters_and_gauges_render() {
     m.set_openai_circuit_open(true);
     m.set_live_workers(2);
     m.storage_error();
+    m.refusal("ip_limit");
+    m.refusal("ip_limit");
     let text = m.render();
+    assert_eq!(
+        value(&text, "whisper_refusals_total{reason=\"ip_limit\"}"),
+        2.0
+    );
+    for reason in REFUSAL_REASONS.iter().filter(|r| **r != "ip_limit") {
+        let sample = format!("whisper_refusals_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&text, &sample), 0.0, "{reason} exists from the start");
+    }
     assert_eq!(value(&text, "whisper_live_workers"), 2.0);
     assert_eq!(value(&text, "whisper_storage_errors_total"), 1.0);
     assert_eq!(value(&text, "whisper_sessions_active"), 0.0);
@@ -168,6 +178,7 @@ fn sample_names_are_unchanged() {
         "whisper_storage_errors_total",
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
+        "whisper_refusals_total",
     ]
     .map(String::from)
     .to_vec();

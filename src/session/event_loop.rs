@@ -26,7 +26,7 @@ use crate::protocol::{close, ProtocolError, ServerMessage};
 const DRAIN_INPUT_SHARE: u32 = 4;
 
 /// How long a closing session waits for the client's close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Early local texts waiting to be sent; more only happen with many finals outstanding, and
 /// a dropped preview costs nothing (the final follows).
 const PREVIEW_CAPACITY: usize = 16;
@@ -104,6 +104,10 @@ where
         // previews before finals, so an utterance's early local text precedes its final.
         tokio::select! {
             biased;
+            // The writer gave up (a client that stopped reading, a broken socket): the
+            // session ends and drops the socket. Without this it would go on reading and
+            // transcribing audio for a client that can never receive the results.
+            _ = outbox.gone() => break Outcome::ClientGone,
             Some(preview) = preview_rx.recv() => session.send_preview(preview).await,
             Some(result) = session.finals.next() => session.send_final(result).await,
             done = session.partials.next() => session.on_partial(done).await,
@@ -156,6 +160,7 @@ where
                     }
                     Some(e) => {
                         tracing::info!(code = e.code(), "session limit reached");
+                        session.deps.metrics.refusal(e.code());
                         ending = Some(Ending::Limit(e));
                         accepting = false;
                         grace_deadline =

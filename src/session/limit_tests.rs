@@ -13,6 +13,7 @@ use super::tests::{
 use super::Outcome;
 use crate::config::Config;
 use crate::engine::JobKind;
+use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 
 fn s16(frame: &[f32]) -> Message {
@@ -28,6 +29,17 @@ fn last_error(messages: &[ServerMessage]) -> Option<&str> {
         Some(ServerMessage::Error { code, .. }) => Some(code),
         _ => None,
     }
+}
+
+/// `whisper_refusals_total{reason}`.
+fn refusals(metrics: &Metrics, reason: &str) -> u64 {
+    let prefix = format!("whisper_refusals_total{{reason=\"{reason}\"}} ");
+    let text = metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .expect("series");
+    line[prefix.len()..].parse().unwrap()
 }
 
 /// Sends frames paced like a microphone until the session stops reading them for good.
@@ -128,6 +140,7 @@ async fn silence_alone_ends_the_session_after_the_no_speech_timeout() {
         "ended after {waited:?}"
     );
     assert_eq!(h.session.await.unwrap(), Outcome::Limited("no_speech"));
+    assert_eq!(refusals(&h.metrics, "no_speech"), 1);
     drop(h.to_server);
     sender.await.unwrap();
 }
@@ -161,6 +174,7 @@ async fn the_session_limit_finishes_the_open_utterance_then_closes() {
         h.session.await.unwrap(),
         Outcome::Limited("session_too_long")
     );
+    assert_eq!(refusals(&h.metrics, "session_too_long"), 1);
     drop(h.to_server);
     sender.await.unwrap();
 }
@@ -206,5 +220,45 @@ async fn audio_sent_during_a_shutdown_drain_is_transcribed() {
         "a final covers audio sent after the shutdown signal: {messages:?}"
     );
     assert_eq!(code, Some(close::SERVICE_RESTART));
+    assert_eq!(h.session.await.unwrap(), Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_final_past_its_deadline_is_an_error_and_the_next_utterance_goes_on() {
+    let mut config = Config::defaults();
+    config.local_timeout_ms = 3_000;
+    // jfk.wav's first utterance (over 5 s) hangs the engine; the second is answered at once.
+    let mut h = start_with(
+        scripted(|secs| Duration::from_millis(if secs > 5.0 { 3_600_000 } else { 100 })),
+        config,
+    );
+    stream_audio(&h.to_server, &jfk()).await;
+    let eof = Message::Text(r#"{"type":"eof"}"#.into());
+    h.to_server.send(eof).await.unwrap();
+    let (messages, code) = collect(&mut h.from_server).await;
+    let errors: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            ServerMessage::Error {
+                code, utterance, ..
+            } => Some((i, code.as_str(), *utterance)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{messages:?}");
+    let (at, code_sent, utterance) = errors[0];
+    assert_eq!((code_sent, utterance), ("local_timeout", Some(0)));
+    // The timed-out utterance takes its place in the order: the next final follows it.
+    let finals = check_order(&messages);
+    assert!(!finals.is_empty(), "the next utterance got its final");
+    assert!(!finals.contains(&0), "no final for the timed-out utterance");
+    let first_final = messages
+        .iter()
+        .position(|m| matches!(m, ServerMessage::Final { .. }))
+        .unwrap();
+    assert!(at < first_final, "{messages:?}");
+    assert_eq!(messages.last(), Some(&ServerMessage::Done));
+    assert_eq!(code, Some(close::NORMAL));
     assert_eq!(h.session.await.unwrap(), Outcome::Completed);
 }

@@ -21,6 +21,8 @@ pub mod params;
 pub mod partials;
 pub mod pipeline;
 mod results;
+#[cfg(test)]
+mod socket_tests;
 pub mod stable;
 #[cfg(test)]
 mod tests;
@@ -73,7 +75,7 @@ pub enum Outcome {
     Completed,
     /// Shutdown's grace period ran out before every final was sent.
     GraceExpired,
-    /// The connection broke or ended without a close frame.
+    /// The connection broke or ended without a close frame, or the client stopped reading.
     ClientGone,
     /// The client sent a close frame.
     ClientClosed,

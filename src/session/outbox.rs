@@ -18,10 +18,10 @@ use crate::protocol::ServerMessage;
 /// Messages queued for one client before the session waits for it to read.
 const OUTBOX_CAPACITY: usize = 64;
 /// A client that accepts no data for this long is treated as gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the final flush and close of the socket may take; a client that stopped reading
 /// would otherwise hold the writer (and its socket) forever.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Outbound {
     Text(String),
@@ -63,6 +63,12 @@ impl Outbox {
             self.captions.publish(&self.session, msg);
         }
         self.tx.send(Outbound::Text(msg.to_json())).await.is_ok()
+    }
+
+    /// Resolves once the writer has stopped: after a close frame, a failed write, or a client
+    /// that accepted nothing for [`WRITE_TIMEOUT`]. Nothing can reach the client any more.
+    pub async fn gone(&self) {
+        self.tx.closed().await
     }
 
     /// Queues a close frame; the writer stops after sending it.

@@ -88,23 +88,27 @@ fn start(engine: Arc<Scripted>) -> Harness {
     start_with(engine, Config::defaults())
 }
 
-pub(super) fn start_with(engine: Arc<Scripted>, config: Config) -> Harness {
-    let config = Arc::new(config);
+/// What a session needs, as the server builds it (local finals only), around `engine`.
+pub(super) fn deps(engine: Arc<Scripted>, config: Config) -> SessionDeps {
     let engine = Engine::new(engine);
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = CancellationToken::new();
-    let deps = SessionDeps {
-        final_pass: FinalPass::new(engine.clone(), None, true),
+    SessionDeps {
+        final_pass: FinalPass::new(engine.clone(), None, true)
+            .with_local_deadline(config.local_timeout()),
         engine,
-        metrics: metrics.clone(),
+        metrics: Arc::new(Metrics::new()),
         captions: Arc::new(CaptionHub::new()),
         recorder: crate::storage::Recorder::disabled(),
-        shutdown: shutdown.clone(),
-        config: config.clone(),
-    };
+        shutdown: CancellationToken::new(),
+        config: Arc::new(config),
+    }
+}
+
+pub(super) fn start_with(engine: Arc<Scripted>, config: Config) -> Harness {
+    let deps = deps(engine, config);
+    let (metrics, shutdown) = (deps.metrics.clone(), deps.shutdown.clone());
     let (to_server, rx) = mpsc::channel::<Message>(8);
     let (tx, from_server) = mpsc::channel::<Message>(256);
-    let params = StreamParams::from_query(&Default::default(), &config.language).unwrap();
+    let params = StreamParams::from_query(&Default::default(), &deps.config.language).unwrap();
     let session = tokio::spawn(run(sink(tx), stream(rx), params, deps));
     Harness {
         to_server,
@@ -115,7 +119,9 @@ pub(super) fn start_with(engine: Arc<Scripted>, config: Config) -> Harness {
     }
 }
 
-fn stream(rx: mpsc::Receiver<Message>) -> impl Stream<Item = Result<Message, Infallible>> + Unpin {
+pub(super) fn stream(
+    rx: mpsc::Receiver<Message>,
+) -> impl Stream<Item = Result<Message, Infallible>> + Unpin {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|m| (Ok(m), rx))
     }))

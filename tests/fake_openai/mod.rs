@@ -11,14 +11,15 @@
 //! any status (500, 429 with `Retry-After`), a hang, malformed JSON, each after a delay, so
 //! answers can arrive out of order. Hostile answers too: a `Retry-After` of any text, a huge
 //! body (with or without a length), a body trickling in byte by byte, a 200 without `text`;
-//! [`FakeOpenAi::body_bytes_sent`] counts what the streamed ones actually delivered.
+//! [`FakeOpenAi::body_bytes_sent`] counts what the streamed ones actually delivered, and
+//! [`FakeOpenAi::peak_in_flight`] the most requests it was answering at once.
 //! [`refused_url`] gives a base URL nobody listens on.
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,7 +32,10 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::json;
 
+mod reply;
 mod validate;
+
+pub use reply::{Reply, ReplyKind};
 
 /// The key the fake accepts.
 pub const API_KEY: &str = "sk-fake-test-key-3f9c2a71d0e84b56SECRET";
@@ -39,106 +43,6 @@ pub const API_KEY: &str = "sk-fake-test-key-3f9c2a71d0e84b56SECRET";
 pub const DEFAULT_TEXT: &str = "text from the fake openai";
 /// OpenAI's upload limit.
 const MAX_UPLOAD_BYTES: usize = 25 * 1024 * 1024;
-
-/// How to answer one valid request.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub delay: Duration,
-    pub kind: ReplyKind,
-}
-
-#[derive(Clone, Debug)]
-pub enum ReplyKind {
-    /// 200 `{"text": …}`.
-    Text(String),
-    /// An OpenAI-style error body with this status (and a `Retry-After` in seconds).
-    Status {
-        code: u16,
-        retry_after_s: Option<u64>,
-    },
-    /// Never answer (the client must give up).
-    Hang,
-    /// 200 with a body that is not JSON.
-    Malformed,
-    /// 429 with this exact `Retry-After` header text (`1e20`, `-1`, …).
-    RetryAfterRaw(String),
-    /// 200 `{"text":"aaaa…"}` of about this many bytes, with a content-length or streamed
-    /// in 64 KiB chunks without one.
-    Huge { bytes: usize, chunked: bool },
-    /// 200 `{"text":"…"}`, one byte per `interval`.
-    Trickle { interval: Duration },
-    /// 200 with a JSON object that has no `text`.
-    NoText,
-}
-
-impl Reply {
-    pub fn text(text: impl Into<String>) -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Text(text.into()),
-        }
-    }
-    pub fn status(code: u16) -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Status {
-                code,
-                retry_after_s: None,
-            },
-        }
-    }
-    pub fn rate_limited(retry_after_s: u64) -> Self {
-        let kind = ReplyKind::Status {
-            code: 429,
-            retry_after_s: Some(retry_after_s),
-        };
-        Self {
-            delay: Duration::ZERO,
-            kind,
-        }
-    }
-    pub fn hang() -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Hang,
-        }
-    }
-    pub fn malformed() -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Malformed,
-        }
-    }
-    pub fn retry_after_raw(value: impl Into<String>) -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::RetryAfterRaw(value.into()),
-        }
-    }
-    pub fn huge(bytes: usize, chunked: bool) -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Huge { bytes, chunked },
-        }
-    }
-    pub fn trickle(interval: Duration) -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::Trickle { interval },
-        }
-    }
-    pub fn no_text() -> Self {
-        Self {
-            delay: Duration::ZERO,
-            kind: ReplyKind::NoText,
-        }
-    }
-    /// The same answer, sent `delay` after the request arrived.
-    pub fn after(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-}
 
 /// The shape of an uploaded WAV.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,6 +112,27 @@ struct Shared {
     model_checks: Mutex<usize>,
     /// Bytes of streamed bodies (huge chunked, trickle) handed to the connection so far.
     body_bytes_sent: AtomicUsize,
+    /// Valid requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+}
+
+/// Counts one valid request as in flight until its answer is handed over, or until the client
+/// gives up on it (the handler is dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The running fake; stops when dropped.
@@ -226,6 +151,8 @@ impl FakeOpenAi {
             responder: Mutex::new(Arc::new(|_: &Recorded| Reply::text(DEFAULT_TEXT))),
             model_checks: Mutex::new(0),
             body_bytes_sent: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/audio/transcriptions", post(transcriptions))
@@ -288,6 +215,11 @@ impl FakeOpenAi {
     /// the stream (once the socket buffers are full).
     pub fn body_bytes_sent(&self) -> usize {
         self.shared.body_bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// The most valid transcription requests that were being answered at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.shared.peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// `GET /models` calls so far.
@@ -407,6 +339,7 @@ async fn transcriptions(
             return openai_error(StatusCode::from_u16(*status).unwrap(), reason, code);
         }
     };
+    let _in_flight = InFlight::new(&shared);
     tokio::time::sleep(reply.delay).await;
     match reply.kind {
         ReplyKind::Text(text) if record_wants_plain_text(&record) => text.into_response(),

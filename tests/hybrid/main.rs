@@ -10,7 +10,8 @@
 //!
 //! One test binary (the tracing capture is process-wide), split by scenario: [`healthy`],
 //! [`failures`] (each fallback reason, refused connections, the breaker), [`modes`]
-//! (out-of-order answers, local-only, no fallback) and [`figures`].
+//! (out-of-order answers, local-only, no fallback), [`limits`] (`OPENAI_MAX_CONCURRENCY`,
+//! `LOCAL_TIMEOUT_MS`) and [`figures`].
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,5 +21,6 @@ mod fake_openai;
 mod failures;
 mod figures;
 mod healthy;
+mod limits;
 mod modes;
 mod support;

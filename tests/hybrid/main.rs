@@ -19,6 +19,7 @@ mod fake_openai;
 
 mod failures;
 mod figures;
+mod files;
 mod healthy;
 mod modes;
 mod support;

@@ -1,6 +1,7 @@
 //! `POST /v1/audio/transcriptions` when the server cannot take a job: 503 `shutting_down`
-//! once shutdown has begun, 503 `not_ready` while the model loads, both in OpenAI's error
-//! shape (`{"error": {"message", "type", "param", "code"}}`), so SDKs retry them.
+//! once shutdown has begun, 503 `not_ready` while the model loads, 429 `engine_busy` at
+//! `MAX_FILE_JOBS`, all in OpenAI's error shape (`{"error": {"message", "type", "param",
+//! "code"}}`) so that SDKs retry them, and all read by a client still sending its file.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use tokio::net::TcpStream;
 use super::files::{form, wav_file};
 use super::support::*;
 use crate::common::*;
+use crate::fake_openai::{FakeOpenAi, Reply};
 
 const BOUNDARY: &str = "whisper-api-test-boundary";
 /// Enough for one short WAV: the refusals come before the form is read.
@@ -19,6 +21,12 @@ const UPLOAD_MS: usize = 1_000;
 const WAIT: Duration = Duration::from_secs(30);
 /// Requests served on other connections before the shutdown signal (see below).
 const PROBES: usize = 3;
+/// An upload far larger than the socket buffers: refused before it is read, it would still
+/// be arriving when the refusal is sent.
+const LARGE_UPLOAD_S: usize = 100;
+/// A client on a slow link: the upload in this many pieces, with a pause after each.
+const SLOW_PIECES: usize = 8;
+const SLOW_PAUSE: Duration = Duration::from_millis(25);
 
 /// One second of speech as a WAV file, small enough to sit in the socket buffers whole.
 fn small_file() -> Vec<u8> {
@@ -72,6 +80,26 @@ fn parse_response(raw: &[u8]) -> (u16, Value) {
     (status, body)
 }
 
+/// Sends `request` as a client on a slow link would, then reads the whole answer. Every piece
+/// must go through: a server that answers and closes while the upload is still arriving
+/// makes a later write fail (broken pipe, reset), and that is what HTTP clients report then,
+/// not the answer.
+async fn send_slowly_and_read(stream: &mut TcpStream, request: &[u8]) -> (u16, Value) {
+    for piece in request.chunks(request.len().div_ceil(SLOW_PIECES)) {
+        stream
+            .write_all(piece)
+            .await
+            .expect("the server reads the whole upload before it answers");
+        tokio::time::sleep(SLOW_PAUSE).await;
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer")
+        .expect("read the answer");
+    parse_response(&raw)
+}
+
 fn assert_openai_503(status: u16, body: &Value, code: &str) {
     assert_eq!(status, 503, "{body}");
     let error = &body["error"];
@@ -108,13 +136,7 @@ async fn files_sent_during_shutdown_get_503_shutting_down() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    held.write_all(&request[first_line..]).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, held.read_to_end(&mut raw))
-        .await
-        .expect("an answer")
-        .expect("read the answer");
-    let (status, body) = parse_response(&raw);
+    let (status, body) = send_slowly_and_read(&mut held, &request[first_line..]).await;
     assert_openai_503(status, &body, "shutting_down");
     server.shutdown().await.unwrap();
 }
@@ -162,4 +184,46 @@ async fn files_sent_while_the_model_loads_get_503_not_ready() {
     assert!(text["text"].as_str().is_some(), "{text}");
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_over_max_file_jobs_gets_429_not_a_reset() {
+    let fake = FakeOpenAi::start().await;
+    // The first job holds the only slot: its upstream call hangs within a long deadline.
+    fake.set_reply(Reply::hang());
+    let mut config = hybrid_config(&fake, SLOW_DEADLINE_MS);
+    config.max_file_jobs = 1;
+    let server = start(config).await;
+    let client = reqwest::Client::new();
+    let url = server.http_url("/v1/audio/transcriptions");
+    let first = client
+        .post(&url)
+        .multipart(form(wav_file(&speech(&[CLIP_C])), "json"))
+        .send();
+    let first = tokio::spawn(first);
+    let running = Instant::now();
+    while fake.request_count() == 0 {
+        assert!(
+            running.elapsed() < WAIT,
+            "the first job never went upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut large = speech(&[CLIP_C]);
+    large.samples.resize(RATE * LARGE_UPLOAD_S, 0.0);
+    let request = raw_request(&server.addr.to_string(), &wav_file(&large));
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let (status, body) = send_slowly_and_read(&mut stream, &request).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["type"].as_str()
+        ),
+        (Some("engine_busy"), Some("rate_limit_error")),
+        "{body}"
+    );
+    assert!(!first.is_finished(), "the first job was still running");
+    first.abort();
 }

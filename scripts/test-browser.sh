@@ -54,6 +54,6 @@ fi
 
 start=$(date +%s)
 status=0
-python3 -m pytest -q -p no:cacheprovider tests/e2e/test_browser.py "$@" || status=$?
+python3 -m pytest -q -p no:cacheprovider tests/e2e/test_browser.py tests/e2e/test_browser_reopen.py "$@" || status=$?
 echo "test-browser: browser tests took $(( $(date +%s) - start )) s" >&2
 exit "$status"

@@ -119,7 +119,7 @@ fn clip(s: &str) -> String {
     s.chars().take(32).collect()
 }
 
-async fn read_form(state: &AppState, mut form: Multipart) -> Result<Upload, ApiError> {
+async fn read_form(state: &AppState, form: &mut Multipart) -> Result<Upload, ApiError> {
     let max = state.config.max_upload_bytes;
     let malformed = |e: axum::extract::multipart::MultipartError| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -280,14 +280,21 @@ fn job_error(e: &JobError) -> ApiError {
     }
 }
 
-async fn transcriptions(State(state): State<AppState>, form: Multipart) -> Response {
-    match transcribe(state, form).await {
+async fn transcriptions(State(state): State<AppState>, mut form: Multipart) -> Response {
+    match transcribe(state.clone(), &mut form).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // More than the limit is not worth reading; anything else is, so that the
+            // client reads the error instead of a reset.
+            if e.status != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                super::upload_drain::drain(&mut form, state.config.max_upload_bytes).await;
+            }
+            e.into_response()
+        }
     }
 }
 
-async fn transcribe(state: AppState, form: Multipart) -> Result<Response, ApiError> {
+async fn transcribe(state: AppState, form: &mut Multipart) -> Result<Response, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::shutting_down());
     }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod openai_error;
 pub mod serve;
 pub mod transcripts;
+mod upload_drain;
 pub mod ws;
 
 use std::sync::{Arc, OnceLock};

@@ -11,7 +11,9 @@
 //! One test binary (the tracing capture is process-wide), split by scenario: [`healthy`],
 //! [`failures`] (each fallback reason, refused connections, the breaker), [`modes`]
 //! (out-of-order answers, local-only, no fallback), [`limits`] (`OPENAI_MAX_CONCURRENCY`,
-//! `LOCAL_TIMEOUT_MS`) and [`figures`].
+//! `LOCAL_TIMEOUT_MS`), [`figures`], and the file endpoint (`POST /v1/audio/transcriptions`):
+//! [`files`] (upstream per utterance, fallback, 502) and [`files_unavailable`] (503 while
+//! shutting down or loading).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,6 +22,8 @@ mod fake_openai;
 
 mod failures;
 mod figures;
+mod files;
+mod files_unavailable;
 mod healthy;
 mod limits;
 mod modes;

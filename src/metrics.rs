@@ -123,6 +123,7 @@ pub struct Metrics {
     sessions_rejected: Counter,
     utterances: Counter,
     partials_shed: Counter,
+    final_loop_retries: Counter,
     engine_queue_depth: Gauge,
     openai_circuit_open: Gauge,
     live_workers: Gauge,
@@ -154,6 +155,7 @@ impl Default for Metrics {
             sessions_rejected: Counter::default(),
             utterances: Counter::default(),
             partials_shed: Counter::default(),
+            final_loop_retries: Counter::default(),
             engine_queue_depth: Gauge::default(),
             openai_circuit_open: Gauge::default(),
             live_workers: Gauge::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "whisper_partials_shed",
             "Partial transcripts skipped because the engine queue was full",
             self.partials_shed.clone(),
+        );
+        r.register(
+            "whisper_final_loop_retries",
+            "Sized local finals that looped and were decoded again over the full 30 s window",
+            self.final_loop_retries.clone(),
         );
         r.register(
             "whisper_engine_queue_depth",
@@ -315,6 +322,11 @@ impl Metrics {
 
     pub fn partial_shed(&self) {
         self.partials_shed.inc();
+    }
+
+    /// A sized final tripped the loop guard and cost a second, full-window decode.
+    pub fn final_loop_retry(&self) {
+        self.final_loop_retries.inc();
     }
 
     pub fn set_engine_queue_depth(&self, depth: usize) {

@@ -320,6 +320,7 @@ impl Worker {
                         ..sized
                     });
                 }
+                self.metrics.final_loop_retry();
                 let mut full = self.decode(job, Window::Full)?;
                 full.text = repetition::trim(&full.text, secs);
                 full.full_window_retry = true;

@@ -94,10 +94,10 @@ impl Machine {
     }
 }
 
-/// `whisper_partials_shed_total` from the server's /metrics.
-pub async fn partials_shed(metrics_url: &str) -> Option<f64> {
+/// An unlabelled counter (e.g. `whisper_partials_shed_total`) from the server's /metrics.
+pub async fn counter(metrics_url: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("whisper_partials_shed_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }

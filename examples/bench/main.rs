@@ -36,6 +36,9 @@ use report::{Level, Report};
 /// Short clips in the default set (plus the sonnet): about 160 s of audio per stream and
 /// level, so the default run fits in ~20 minutes.
 const DEFAULT_LIMIT: usize = 12;
+/// Counters read from /metrics before and after each level.
+const SHED: &str = "whisper_partials_shed_total";
+const LOOP_RETRIES: &str = "whisper_final_loop_retries_total";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,12 +86,14 @@ async fn level(
     let url = server.ws_url(&format!("?sample_rate={}", args.rate));
     let per_level = machine::reset_peak_rss();
     let (rss_start_mb, load_average_start) = (machine::rss_mb(), machine::load_average());
-    let shed_before = machine::partials_shed(&metrics_url).await;
+    let shed_before = machine::counter(&metrics_url, SHED).await;
+    let retries_before = machine::counter(&metrics_url, LOOP_RETRIES).await;
     let (cpu0, t0) = (machine::cpu_seconds(), Instant::now());
     let tail_ms = u64::from(config.vad_silence_ms);
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-    let shed_after = machine::partials_shed(&metrics_url).await;
+    let shed_after = machine::counter(&metrics_url, SHED).await;
+    let retries_after = machine::counter(&metrics_url, LOOP_RETRIES).await;
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
         finals: finals.into(),
@@ -99,6 +104,7 @@ async fn level(
         peak_rss_mb: machine::peak_rss_mb(),
         peak_rss_is_per_level: per_level,
         partials_shed: shed_before.zip(shed_after).map(|(a, b)| b - a),
+        final_loop_retries: retries_before.zip(retries_after).map(|(a, b)| b - a),
         load_average_start,
         load_average_end: machine::load_average(),
         figures,

@@ -49,6 +49,8 @@ pub struct Level {
     /// Whether the peak is this level's own (VmHWM was reset at its start).
     pub peak_rss_is_per_level: bool,
     pub partials_shed: Option<f64>,
+    /// Sized local finals that looped and were decoded again over the full window.
+    pub final_loop_retries: Option<f64>,
     pub load_average_start: [f64; 3],
     pub load_average_end: [f64; 3],
     pub figures: Figures,
@@ -97,6 +99,7 @@ pub fn table(r: &Report) -> String {
         ("clips with a final lost", vec![]),
         ("finals by source", vec![]),
         ("partials shed", vec![]),
+        ("local finals re-decoded over the full window (loop guard)", vec![]),
         ("CPU seconds (per second of audio)", vec![]),
         ("peak RSS", vec![]),
         ("load average at start → end", vec![]),
@@ -157,6 +160,7 @@ pub fn table(r: &Report) -> String {
             format!("{} of {}", f.finals_lost, f.plays),
             sources.join(", "),
             l.partials_shed.map_or("—".into(), |v| format!("{v:.0}")),
+            l.final_loop_retries.map_or("—".into(), |v| format!("{v:.0}")),
             format!("{:.0} ({:.2})", l.cpu_s, l.cpu_s / audio.max(1e-9)),
             l.peak_rss_mb.map_or("—".into(), |v| {
                 format!(

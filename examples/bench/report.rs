@@ -99,7 +99,10 @@ pub fn table(r: &Report) -> String {
         ("clips with a final lost", vec![]),
         ("finals by source", vec![]),
         ("partials shed", vec![]),
-        ("local finals re-decoded over the full window (loop guard)", vec![]),
+        (
+            "local finals re-decoded over the full window (loop guard)",
+            vec![],
+        ),
         ("CPU seconds (per second of audio)", vec![]),
         ("peak RSS", vec![]),
         ("load average at start → end", vec![]),
@@ -160,7 +163,8 @@ pub fn table(r: &Report) -> String {
             format!("{} of {}", f.finals_lost, f.plays),
             sources.join(", "),
             l.partials_shed.map_or("—".into(), |v| format!("{v:.0}")),
-            l.final_loop_retries.map_or("—".into(), |v| format!("{v:.0}")),
+            l.final_loop_retries
+                .map_or("—".into(), |v| format!("{v:.0}")),
             format!("{:.0} ({:.2})", l.cpu_s, l.cpu_s / audio.max(1e-9)),
             l.peak_rss_mb.map_or("—".into(), |v| {
                 format!(

@@ -252,12 +252,14 @@ async fn metrics_endpoint_keeps_its_names() {
         "whisper_sessions_rejected_total",
         "whisper_utterances_total",
         "whisper_partials_shed_total",
+        "whisper_final_loop_retries_total",
         "whisper_engine_queue_depth",
         "whisper_openai_circuit_open",
         "whisper_live_workers",
         "whisper_storage_errors_total",
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
+        "whisper_refusals_total",
     ]
     .map(String::from)
     .into();

@@ -132,6 +132,11 @@ pub struct Config {
     #[arg(long, env = "THREADS_PER_WORKER", default_value_t = 0)]
     pub threads_per_worker: usize,
 
+    /// A local final that starts while no other job runs or waits borrows the idle workers'
+    /// cores (about halves it on an idle machine); off with FINAL_MODEL.
+    #[arg(long, env = "LEND_IDLE_CORES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub lend_idle_cores: bool,
+
     /// Engine jobs that may wait in the queue before partials are shed.
     #[arg(long, env = "ENGINE_QUEUE", default_value_t = 32)]
     pub engine_queue: usize,

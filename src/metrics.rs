@@ -124,6 +124,7 @@ pub struct Metrics {
     utterances: Counter,
     partials_shed: Counter,
     final_loop_retries: Counter,
+    finals_on_lent_cores: Counter,
     engine_queue_depth: Gauge,
     openai_circuit_open: Gauge,
     live_workers: Gauge,
@@ -156,6 +157,7 @@ impl Default for Metrics {
             utterances: Counter::default(),
             partials_shed: Counter::default(),
             final_loop_retries: Counter::default(),
+            finals_on_lent_cores: Counter::default(),
             engine_queue_depth: Gauge::default(),
             openai_circuit_open: Gauge::default(),
             live_workers: Gauge::default(),
@@ -219,6 +221,11 @@ impl Metrics {
             "whisper_final_loop_retries",
             "Sized local finals that looped and were decoded again over the full 30 s window",
             self.final_loop_retries.clone(),
+        );
+        r.register(
+            "whisper_finals_on_lent_cores",
+            "Local finals that ran on idle workers' cores as well as their own (LEND_IDLE_CORES)",
+            self.finals_on_lent_cores.clone(),
         );
         r.register(
             "whisper_engine_queue_depth",
@@ -327,6 +334,11 @@ impl Metrics {
     /// A sized final tripped the loop guard and cost a second, full-window decode.
     pub fn final_loop_retry(&self) {
         self.final_loop_retries.inc();
+    }
+
+    /// A local final borrowed idle workers' cores.
+    pub fn final_on_lent_cores(&self) {
+        self.finals_on_lent_cores.inc();
     }
 
     pub fn set_engine_queue_depth(&self, depth: usize) {

@@ -173,7 +173,10 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
     let (workers, threads) = config.engine_shape();
     let started = std::time::Instant::now();
-    let options = EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    let mut options =
+        EngineOptions::new(workers, threads, config.engine_queue, config.final_window);
+    // The FINAL_MODEL pool runs beside this one on the same cores, so neither may borrow.
+    options.lend_idle_cores = config.lend_idle_cores && config.final_model.is_none();
     let engine = LocalEngine::load(&config.whisper_model, options, Arc::clone(&state.metrics))
         .with_context(|| format!("loading {}", config.whisper_model.display()))?;
     if !engine.multilingual() && config.language != "en" {
@@ -183,6 +186,7 @@ fn load_engine(state: &AppState) -> anyhow::Result<()> {
         model = %config.whisper_model.display(),
         workers,
         threads,
+        lend_idle_cores = options.lend_idle_cores,
         final_window = ?config.final_window,
         ms = started.elapsed().as_millis() as u64,
         "model loaded"

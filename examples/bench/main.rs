@@ -39,6 +39,7 @@ const DEFAULT_LIMIT: usize = 12;
 /// Counters read from /metrics before and after each level.
 const SHED: &str = "whisper_partials_shed_total";
 const LOOP_RETRIES: &str = "whisper_final_loop_retries_total";
+const LENT_CORES: &str = "whisper_finals_on_lent_cores_total";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,12 +89,14 @@ async fn level(
     let (rss_start_mb, load_average_start) = (machine::rss_mb(), machine::load_average());
     let shed_before = machine::counter(&metrics_url, SHED).await;
     let retries_before = machine::counter(&metrics_url, LOOP_RETRIES).await;
+    let lent_before = machine::counter(&metrics_url, LENT_CORES).await;
     let (cpu0, t0) = (machine::cpu_seconds(), Instant::now());
     let tail_ms = u64::from(config.vad_silence_ms);
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let shed_after = machine::counter(&metrics_url, SHED).await;
     let retries_after = machine::counter(&metrics_url, LOOP_RETRIES).await;
+    let lent_after = machine::counter(&metrics_url, LENT_CORES).await;
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
         finals: finals.into(),
@@ -105,6 +108,7 @@ async fn level(
         peak_rss_is_per_level: per_level,
         partials_shed: shed_before.zip(shed_after).map(|(a, b)| b - a),
         final_loop_retries: retries_before.zip(retries_after).map(|(a, b)| b - a),
+        finals_on_lent_cores: lent_before.zip(lent_after).map(|(a, b)| b - a),
         load_average_start,
         load_average_end: machine::load_average(),
         figures,
@@ -164,7 +168,7 @@ async fn main() {
     let config = server_config(max_streams);
     let (workers, threads) = config.engine_shape();
     let server_settings = serde_json::json!({
-        "workers": workers, "threads_per_worker": threads, "final_window": config.final_window, "vad_silence_ms": config.vad_silence_ms,
+        "workers": workers, "threads_per_worker": threads, "lend_idle_cores": config.lend_idle_cores, "final_window": config.final_window, "vad_silence_ms": config.vad_silence_ms,
         "partial_interval_ms": config.partial_interval_ms, "engine_queue": config.engine_queue,
         "sample_rate": args.rate, "frame_ms": player::FRAME_MS,
     });

@@ -51,6 +51,8 @@ pub struct Level {
     pub partials_shed: Option<f64>,
     /// Sized local finals that looped and were decoded again over the full window.
     pub final_loop_retries: Option<f64>,
+    /// Local finals that borrowed idle workers' cores (`LEND_IDLE_CORES`).
+    pub finals_on_lent_cores: Option<f64>,
     pub load_average_start: [f64; 3],
     pub load_average_end: [f64; 3],
     pub figures: Figures,
@@ -103,6 +105,7 @@ pub fn table(r: &Report) -> String {
             "local finals re-decoded over the full window (loop guard)",
             vec![],
         ),
+        ("local finals on lent cores", vec![]),
         ("CPU seconds (per second of audio)", vec![]),
         ("peak RSS", vec![]),
         ("load average at start → end", vec![]),
@@ -164,6 +167,8 @@ pub fn table(r: &Report) -> String {
             sources.join(", "),
             l.partials_shed.map_or("—".into(), |v| format!("{v:.0}")),
             l.final_loop_retries
+                .map_or("—".into(), |v| format!("{v:.0}")),
+            l.finals_on_lent_cores
                 .map_or("—".into(), |v| format!("{v:.0}")),
             format!("{:.0} ({:.2})", l.cpu_s, l.cpu_s / audio.max(1e-9)),
             l.peak_rss_mb.map_or("—".into(), |v| {

@@ -6,6 +6,7 @@
 //! dropping the future cancels the job. Tests put a scripted [`Transcribe`] behind the same
 //! handle. [`final_pass::FinalPass`] decides where each utterance's final comes from.
 
+pub mod cores;
 pub mod filter;
 pub mod final_pass;
 pub mod openai;

@@ -14,6 +14,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
+use super::cores::Cores;
 use super::{filter, repetition, Engine, EngineError, Job, JobKind, JobQueue, Transcript};
 use crate::audio::PIPELINE_RATE;
 use crate::config::FinalWindow;
@@ -66,6 +67,8 @@ pub struct ModelInfo {
     pub multilingual: bool,
     pub workers: usize,
     pub threads_per_worker: usize,
+    /// A final that starts on an idle pool borrows the idle workers' cores.
+    pub lend_idle_cores: bool,
 }
 
 /// Checks that `path` is a ggml whisper file before handing it to whisper.cpp, whose own
@@ -96,6 +99,9 @@ pub struct EngineOptions {
     pub on_loop: OnLoop,
     /// Encoder frames beyond the audio for sized windows (50 per second).
     pub ctx_margin: usize,
+    /// A final that starts while no other job runs or waits takes the idle workers' cores
+    /// too ([`Cores`]).
+    pub lend_idle_cores: bool,
 }
 
 /// What becomes of a sized final whose text loops.
@@ -121,6 +127,7 @@ impl EngineOptions {
             final_window,
             on_loop: OnLoop::FullWindow,
             ctx_margin: AUDIO_CTX_MARGIN,
+            lend_idle_cores: false,
         }
     }
 }
@@ -161,7 +168,15 @@ impl LocalEngine {
             multilingual: ctx.is_multilingual(),
             workers,
             threads_per_worker: threads,
+            lend_idle_cores: options.lend_idle_cores,
         };
+        let total_cores = workers * threads;
+        let max_per_job = if options.lend_idle_cores {
+            total_cores
+        } else {
+            threads
+        };
+        let cores = Cores::new(total_cores, max_per_job);
         let ctx = Arc::new(ctx);
         let queue = Arc::new(JobQueue::new(queue_capacity));
         let mut handles = Vec::with_capacity(workers);
@@ -174,6 +189,7 @@ impl LocalEngine {
                 ctx: ctx.clone(),
                 state,
                 threads,
+                cores: cores.clone(),
                 options,
                 queue: queue.clone(),
                 metrics: metrics.clone(),
@@ -231,6 +247,7 @@ struct Worker {
     ctx: Arc<WhisperContext>,
     state: WhisperState,
     threads: usize,
+    cores: Arc<Cores>,
     options: EngineOptions,
     queue: Arc<JobQueue>,
     metrics: Arc<Metrics>,
@@ -244,10 +261,19 @@ impl Worker {
                 continue; // The session is gone or has moved on: don't spend CPU on it.
             }
             let _span = job.span.clone().entered();
+            // Only a final borrows, and only when nothing waits that the lent cores would delay.
+            let borrow = job.kind == JobKind::Final && self.queue.depth() == 0;
+            let lease = self.cores.acquire(self.threads, borrow);
+            let threads = lease.threads();
+            if threads > self.threads {
+                self.metrics.final_on_lent_cores();
+            }
             let started = Instant::now();
             // A panic in whisper-rs (it panics on a NUL in a prompt, for one) must cost this
             // job only, not the worker and with it every session's finals.
-            let result = match catch_unwind(AssertUnwindSafe(|| self.transcribe(&job))) {
+            let result = catch_unwind(AssertUnwindSafe(|| self.transcribe(&job, threads)));
+            drop(lease);
+            let result = match result {
                 Ok(result) => result,
                 Err(panic) => {
                     let _ = job
@@ -263,7 +289,7 @@ impl Worker {
             let audio = Duration::from_secs_f64(job.audio.len() as f64 / PIPELINE_RATE as f64);
             self.metrics
                 .observe_local_inference(audio, elapsed, job.kind == JobKind::Final);
-            tracing::debug!(kind = ?job.kind, audio_ms = audio.as_millis() as u64, ms = elapsed.as_millis() as u64, queued_ms = started.duration_since(job.enqueued).as_millis() as u64, "inference");
+            tracing::debug!(kind = ?job.kind, audio_ms = audio.as_millis() as u64, ms = elapsed.as_millis() as u64, queued_ms = started.duration_since(job.enqueued).as_millis() as u64, threads, "inference");
             let _ = job.reply.send(result.map(|t| Transcript {
                 inference: elapsed,
                 ..t
@@ -300,14 +326,14 @@ impl Worker {
     /// The job's text. Partials and (with `FINAL_WINDOW=sized`) finals run an encoder sized
     /// to the audio, about 3-5x cheaper than the full window; a sized final that loops is
     /// decoded again over the full window.
-    fn transcribe(&mut self, job: &Job) -> Result<Transcript, EngineError> {
+    fn transcribe(&mut self, job: &Job, threads: usize) -> Result<Transcript, EngineError> {
         let secs = job.audio.len() as f64 / PIPELINE_RATE as f64;
         match (job.kind, self.options.final_window) {
             // The session cuts a partial's loops before showing it.
-            (JobKind::Partial, _) => self.decode(job, Window::Sized),
-            (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full),
+            (JobKind::Partial, _) => self.decode(job, Window::Sized, threads),
+            (JobKind::Final, FinalWindow::Full) => self.decode(job, Window::Full, threads),
             (JobKind::Final, FinalWindow::Sized) => {
-                let sized = self.decode(job, Window::Sized)?;
+                let sized = self.decode(job, Window::Sized, threads)?;
                 let Some(kind) = repetition::detect(&sized.text, secs) else {
                     return Ok(sized);
                 };
@@ -321,7 +347,7 @@ impl Worker {
                     });
                 }
                 self.metrics.final_loop_retry();
-                let mut full = self.decode(job, Window::Full)?;
+                let mut full = self.decode(job, Window::Full, threads)?;
                 full.text = repetition::trim(&full.text, secs);
                 full.full_window_retry = true;
                 Ok(full)
@@ -329,9 +355,14 @@ impl Worker {
         }
     }
 
-    fn decode(&mut self, job: &Job, window: Window) -> Result<Transcript, EngineError> {
+    fn decode(
+        &mut self,
+        job: &Job,
+        window: Window,
+        threads: usize,
+    ) -> Result<Transcript, EngineError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(self.threads as i32);
+        params.set_n_threads(threads as i32);
         params.set_print_special(false);
         params.set_print_progress(false);
         params.set_print_realtime(false);

@@ -56,9 +56,4 @@ impl<C: FrameClassifier> AudioPipeline<C> {
     pub fn current(&self) -> Option<(u64, u64, &[f32])> {
         self.segmenter.current()
     }
-
-    /// The open utterance up to its last speech (plus a short tail): what partials cover.
-    pub fn current_voiced(&self) -> Option<(u64, u64, &[f32])> {
-        self.segmenter.current_voiced()
-    }
 }

@@ -69,7 +69,7 @@ impl Session {
         let prompt = || prompt_from(recent);
         let Some((request, ticket)) = self
             .partials
-            .due(self.pipeline.current_voiced(), prompt, &language)
+            .due(self.pipeline.current(), prompt, &language)
         else {
             return;
         };

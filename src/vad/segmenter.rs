@@ -137,17 +137,6 @@ impl<C: FrameClassifier> Segmenter<C> {
             .map(|o| (o.utterance, o.start_sample, o.audio.as_slice()))
     }
 
-    /// The open utterance as a partial should see it: its audio up to the last voiced frame
-    /// plus the tail a final keeps. It stops growing once speech pauses, so no partial is
-    /// asked for during the silence that may end the utterance: that partial would repeat
-    /// the last one, and it would hold a core the utterance's final is about to need.
-    pub fn current_voiced(&self) -> Option<(u64, u64, &[f32])> {
-        self.open.as_ref().map(|o| {
-            let keep = (o.voiced_len + self.tail_samples).min(o.audio.len());
-            (o.utterance, o.start_sample, &o.audio[..keep])
-        })
-    }
-
     /// Samples consumed since the stream began.
     pub fn position(&self) -> u64 {
         self.position + self.partial.len() as u64
@@ -215,7 +204,7 @@ impl<C: FrameClassifier> Segmenter<C> {
 
     fn close(&mut self, reason: UtteranceEnd) -> Option<SegmentEvent> {
         let mut open = self.open.take()?;
-        let keep = (open.voiced_len + self.tail_samples).min(open.audio.len()); // as current_voiced
+        let keep = (open.voiced_len + self.tail_samples).min(open.audio.len());
         open.audio.truncate(keep);
         Some(SegmentEvent::Ended {
             utterance: open.utterance,
@@ -320,23 +309,6 @@ mod tests {
             512,
         );
         assert_eq!(ended(&events).len(), 1);
-    }
-
-    #[test]
-    fn partials_see_the_open_utterance_only_up_to_its_speech_and_tail() {
-        // 20 frames of speech, then a pause shorter than the end-point (12 of 16 frames).
-        let (seg, events) = run(&[(0.0, 10), (0.5, 20), (0.0, 12)], 512);
-        assert!(ended(&events).is_empty(), "the pause has not ended it");
-        let all = seg.current().unwrap().2.len();
-        let voiced = seg.current_voiced().unwrap().2.len();
-        assert_eq!(all - voiced, 12 * F - ms_to_samples(TAIL_MS));
-        let (longer_pause, events) = run(&[(0.0, 10), (0.5, 20), (0.0, 15)], 512);
-        assert!(ended(&events).is_empty());
-        assert_eq!(
-            longer_pause.current_voiced().unwrap().2.len(),
-            voiced,
-            "silence adds nothing a partial would see"
-        );
     }
 
     #[test]

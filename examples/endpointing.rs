@@ -16,11 +16,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/corpus.rs"]
+mod corpus;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
+use corpus::corpus_dir;
 use serde::Deserialize;
 use whisper_api::config::FinalWindow;
 use whisper_api::engine::{Engine, EngineOptions, JobKind, LocalEngine, TranscribeRequest};

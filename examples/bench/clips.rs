@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{at_rate, corpus_dir, load_speech, reference_text, s16le};
+use crate::common::{at_rate, load_speech, reference_text, s16le};
+use crate::corpus::corpus_dir;
 
 /// The long recording that joins the short clips in the default set: a natural continuous
 /// reading (51.8 s), so sentence-level endpointing is exercised too.

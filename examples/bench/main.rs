@@ -13,6 +13,8 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../support/corpus.rs"]
+mod corpus;
 #[path = "../../tests/fake_openai/mod.rs"]
 mod fake_openai;
 

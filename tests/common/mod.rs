@@ -39,20 +39,6 @@ pub fn speech_dir() -> PathBuf {
     repo_root().join("tests/fixtures/speech")
 }
 
-/// The full speech corpus for the optional benchmark: `SPEECH_DIR`, else `../shared/speech`
-/// beside the repository. No test reads it.
-pub fn corpus_dir() -> PathBuf {
-    let dir = std::env::var_os("SPEECH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/speech"));
-    assert!(
-        dir.exists(),
-        "speech corpus {} missing (set SPEECH_DIR)",
-        dir.display()
-    );
-    dir
-}
-
 pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(name)
 }

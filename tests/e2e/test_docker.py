@@ -197,7 +197,7 @@ def test_missing_model_outside_the_models_volume_is_refused_clearly(image):
 
 
 def test_speech_fixture_is_in_the_repository():
-    """A fresh clone has every clip the suites stream; nothing reads ../shared."""
+    """A fresh clone has every clip the suites stream, none from outside the repository."""
     assert SPEECH.is_file() and SPEECH.is_relative_to(REPO / "tests" / "fixtures" / "speech")
     tracked = sh("git", "ls-files", "tests/fixtures/speech", cwd=REPO).stdout.split()
     assert f"tests/fixtures/speech/{SPEECH.relative_to(SPEECH.parents[1])}" in tracked, tracked[:20]

@@ -55,6 +55,12 @@ pub fn test_config() -> Config {
     config.storage_url = whisper_api::config::Secret::new("none");
     // /metrics and the deep check on the test listener (tests with an admin listener set it).
     config.admin_addr = "none".into();
+    // Test binaries run several servers at once on the same cores. A lent final runs two
+    // ggml threads that spin-wait for each other, and descheduled by another server's jobs
+    // it stalls: with three storage binaries side by side on 2 cores, finals missed the 30 s
+    // local deadline. Lending assumes the server owns its cores; `tests/lent_cores.rs`
+    // turns it on.
+    config.lend_idle_cores = false;
     config
 }
 

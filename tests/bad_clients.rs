@@ -67,10 +67,7 @@ async fn metric(server: &TestServer, sample: &str) -> u64 {
         .unwrap();
     let mut body = String::new();
     tcp.read_to_string(&mut body).await.unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{sample} in /metrics")) as u64
+    common::sample(&body, sample) as u64
 }
 
 async fn sessions_active(server: &TestServer) -> u64 {

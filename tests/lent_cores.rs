@@ -43,11 +43,7 @@ fn final_of(audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
 }
 
 fn counter(metrics: &Metrics, name: &str) -> f64 {
-    metrics
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    sample(&metrics.render(), name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,11 +30,7 @@ async fn ready(server: &TestServer) -> (u16, Value) {
 /// One unlabelled sample from `/metrics`.
 async fn metric(server: &TestServer, name: &str) -> f64 {
     let (_, text) = get(&server.http_url("/metrics")).await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
+    common::sample(&text, name)
 }
 
 /// Polls `/ready` until it answers `status` (at most `within`).

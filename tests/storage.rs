@@ -73,11 +73,7 @@ async fn metric(server: &TestServer, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
+    common::sample(&text, name)
 }
 
 /// The finals a client received, as the store keeps them.

@@ -152,3 +152,13 @@ impl Drop for TestServer {
         self.signal_shutdown();
     }
 }
+
+/// One sample of a Prometheus exposition: `name` is the series as written, labels included
+/// (`whisper_jobs_total{kind="final"}`). Panics, showing the text, when it is missing.
+pub fn sample(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{exposition}"))
+}

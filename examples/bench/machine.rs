@@ -94,10 +94,16 @@ impl Machine {
     }
 }
 
-/// An unlabelled counter (e.g. `whisper_partials_shed_total`) from the server's /metrics.
-pub async fn counter(metrics_url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+/// Unlabelled counters (e.g. `whisper_partials_shed_total`) from one scrape of the server's
+/// /metrics; `None` for a counter missing or when the scrape fails.
+pub async fn counters<const N: usize>(metrics_url: &str, names: [&str; N]) -> [Option<f64>; N] {
+    let text = match reqwest::get(metrics_url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    names.map(|name| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }

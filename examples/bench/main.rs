@@ -42,6 +42,8 @@ const DEFAULT_LIMIT: usize = 12;
 const SHED: &str = "whisper_partials_shed_total";
 const LOOP_RETRIES: &str = "whisper_final_loop_retries_total";
 const LENT_CORES: &str = "whisper_finals_on_lent_cores_total";
+/// Counters read before and after each level; the level reports their growth.
+const COUNTED: [&str; 3] = [SHED, LOOP_RETRIES, LENT_CORES];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,16 +91,14 @@ async fn level(
     let url = server.ws_url(&format!("?sample_rate={}", args.rate));
     let per_level = machine::reset_peak_rss();
     let (rss_start_mb, load_average_start) = (machine::rss_mb(), machine::load_average());
-    let shed_before = machine::counter(&metrics_url, SHED).await;
-    let retries_before = machine::counter(&metrics_url, LOOP_RETRIES).await;
-    let lent_before = machine::counter(&metrics_url, LENT_CORES).await;
+    let before = machine::counters(&metrics_url, COUNTED).await;
     let (cpu0, t0) = (machine::cpu_seconds(), Instant::now());
     let tail_ms = u64::from(config.vad_silence_ms);
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-    let shed_after = machine::counter(&metrics_url, SHED).await;
-    let retries_after = machine::counter(&metrics_url, LOOP_RETRIES).await;
-    let lent_after = machine::counter(&metrics_url, LENT_CORES).await;
+    let after = machine::counters(&metrics_url, COUNTED).await;
+    let [shed, retries, lent] =
+        std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
         finals: finals.into(),
@@ -108,9 +108,9 @@ async fn level(
         rss_start_mb,
         peak_rss_mb: machine::peak_rss_mb(),
         peak_rss_is_per_level: per_level,
-        partials_shed: shed_before.zip(shed_after).map(|(a, b)| b - a),
-        final_loop_retries: retries_before.zip(retries_after).map(|(a, b)| b - a),
-        finals_on_lent_cores: lent_before.zip(lent_after).map(|(a, b)| b - a),
+        partials_shed: shed,
+        final_loop_retries: retries,
+        finals_on_lent_cores: lent,
         load_average_start,
         load_average_end: machine::load_average(),
         figures,
@@ -139,6 +139,9 @@ async fn level(
 fn server_config(max_streams: usize) -> whisper_api::Config {
     let mut config = common::test_config();
     config.max_sessions = config.max_sessions.max(max_streams + 1);
+    // Tests turn lending off (they run several servers on the same cores); the benchmark runs
+    // one server that owns the machine, as deployed: the default, or LEND_IDLE_CORES.
+    config.lend_idle_cores = whisper_api::Config::defaults().lend_idle_cores;
     config
 }
 

@@ -216,7 +216,11 @@ def run(server, tmp_path_factory) -> Run:
         first_final = js_finals(driver)[0].text
         driver.switch_to.window(captions)
         try:
-            WebDriverWait(driver, 10).until(lambda d: first_final in d.find_element(By.ID, "captions").text)
+            # textContent, not the visible text: the view shows only its last lines, and on a
+            # loaded machine later finals may already have pushed the first one out of sight.
+            WebDriverWait(driver, 10).until(
+                lambda d: first_final in d.execute_script("return document.getElementById('captions').textContent")
+            )
         except Exception:
             shown = driver.execute_script("return document.getElementById('captions').innerHTML")
             raise AssertionError(f"caption view did not show the first final {first_final!r}: {shown}")

@@ -106,16 +106,22 @@ class Client:
                 return
 
     def streaming(self) -> bool:
-        return bool(self.sessions) and bool(self.sessions[-1].of_type("partial"))
+        """Its current session is transcribing: a partial or a final has come back. Not
+        partials alone: a 1-core replica with four live streams (after the drain) serves
+        finals first, and its partials can pause for tens of seconds."""
+        return bool(self.sessions) and any(m.get("type") in ("partial", "final") for m in self.sessions[-1].messages)
 
 
-def wait(what: str, check, timeout: float) -> None:
+def wait(what: str, check, timeout: float, clients: list[Client]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.2)
-    pytest.fail(f"{what} within {timeout:.0f}s")
+    seen = [[(s.close_code, s.error, len(s.of_type("partial")), [m.get("type") for m in s.messages][-4:])
+             for s in c.sessions] for c in clients]
+    pytest.fail(f"{what} within {timeout:.0f}s; per client, each session's close code, error, "
+                f"partials and last messages: {seen}")
 
 
 def test_sessions_spread_and_a_drained_replica_hands_its_clients_to_the_other(replicas):
@@ -125,7 +131,7 @@ def test_sessions_spread_and_a_drained_replica_hands_its_clients_to_the_other(re
         for client in clients:
             client.thread.start()
             time.sleep(0.5)
-        wait("every client streaming", lambda: all(c.streaming() for c in clients), 60)
+        wait("every client streaming", lambda: all(c.streaming() for c in clients), 60, clients)
         spread = {s: replicas.active_sessions(s) for s in ("app-1", "app-2")}
         # least_conn: both replicas get sessions (an exact 2/2 split can tilt when a health
         # probe through the proxy is in flight at the moment a session connects).
@@ -135,7 +141,7 @@ def test_sessions_spread_and_a_drained_replica_hands_its_clients_to_the_other(re
         replicas.run("stop", "-t", "45", "app-1", timeout=120)
         drain_s = time.monotonic() - drain_started
         # The drained clients are back, on app-2, and streaming.
-        wait("every client streaming again", lambda: all(c.streaming() for c in clients), 30)
+        wait("every client streaming again", lambda: all(c.streaming() for c in clients), 30, clients)
         time.sleep(3)
         after = replicas.active_sessions("app-2")
         stop.set()

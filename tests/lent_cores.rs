@@ -42,10 +42,6 @@ fn final_of(audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
     }
 }
 
-fn counter(metrics: &Metrics, name: &str) -> f64 {
-    sample(&metrics.render(), name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_pool_lends_its_cores_to_a_final_and_a_busy_one_still_finishes() {
     let (engine, metrics) = pool(true).await;
@@ -57,7 +53,7 @@ async fn an_idle_pool_lends_its_cores_to_a_final_and_a_busy_one_still_finishes()
     let alone = handle.transcribe(final_of(&audio, 1)).await.unwrap();
     assert!(wer(&alone.text, &reference) <= 0.2, "{:?}", alone.text);
     assert_eq!(
-        counter(&metrics, LENT),
+        sample(&metrics.render(), LENT),
         1.0,
         "nothing else ran: it borrowed"
     );
@@ -72,7 +68,7 @@ async fn an_idle_pool_lends_its_cores_to_a_final_and_a_busy_one_still_finishes()
         let text = result.unwrap().text;
         assert!(wer(&text, &reference) <= 0.2, "{text:?}");
     }
-    let lent = counter(&metrics, LENT);
+    let lent = sample(&metrics.render(), LENT);
     assert!(
         lent < 1.0 + (WORKERS * 2) as f64,
         "with finals waiting, not every final borrows ({lent})"
@@ -91,5 +87,5 @@ async fn with_lending_off_no_final_borrows() {
         .unwrap()
         .text;
     assert!(wer(&text, &reference_text(&wav)) <= 0.2, "{text:?}");
-    assert_eq!(counter(&metrics, LENT), 0.0);
+    assert_eq!(sample(&metrics.render(), LENT), 0.0);
 }

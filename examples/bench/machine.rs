@@ -101,9 +101,5 @@ pub async fn counters<const N: usize>(metrics_url: &str, names: [&str; N]) -> [O
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    names.map(|name| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
+    names.map(|name| crate::common::find_sample(&text, name))
 }

@@ -154,11 +154,15 @@ impl Drop for TestServer {
 }
 
 /// One sample of a Prometheus exposition: `name` is the series as written, labels included
-/// (`whisper_jobs_total{kind="final"}`). Panics, showing the text, when it is missing.
-pub fn sample(exposition: &str, name: &str) -> f64 {
+/// (`whisper_jobs_total{kind="final"}`); `None` when it is missing.
+pub fn find_sample(exposition: &str, name: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{exposition}"))
+}
+
+/// [`find_sample`] that panics, showing the text, when the sample is missing.
+pub fn sample(exposition: &str, name: &str) -> f64 {
+    find_sample(exposition, name).unwrap_or_else(|| panic!("no {name} in\n{exposition}"))
 }

@@ -1,8 +1,11 @@
 //! The bounded job queue between sessions (async) and inference workers (threads).
 //!
-//! Finals are taken before partials. When the queue is full a new partial is refused
-//! (shed) — its session will ask again with more audio — while a final evicts the oldest
-//! waiting partial or, failing that, waits for room: finals are never dropped.
+//! Finals are taken before partials, except that a partial which has waited
+//! [`PARTIAL_MAX_WAIT`] goes next, once between finals: a busy pool (several streams ending
+//! utterances on one core) would otherwise keep every caption frozen for as long as finals
+//! keep coming. When the queue is full a new partial is refused (shed) — its session will ask
+//! again with more audio — while a final evicts the oldest waiting partial or, failing that,
+//! waits for room: finals are never dropped.
 //!
 //! Finals are taken round-robin by session ([`Fair`]): a session that queues a burst of finals
 //! (a file sent at full speed, `flush` spam) gets one turn in every round like the others,
@@ -10,10 +13,16 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::{EngineError, Job, JobKind};
+
+/// A partial that has waited this long is taken before the next final. A second is what a
+/// live caption can lag before it looks stuck; a final waits at most one partial (a few
+/// hundred ms of a worker) for it.
+pub const PARTIAL_MAX_WAIT: Duration = Duration::from_millis(1000);
 
 /// Jobs queued per session, served one per session in turn.
 #[derive(Default)]
@@ -50,11 +59,27 @@ struct Queues {
     finals: Fair,
     partials: VecDeque<Job>,
     closed: bool,
+    /// The last job taken was a partial that jumped the finals, so the next turn is a final's.
+    partial_jumped: bool,
 }
 
 impl Queues {
     fn len(&self) -> usize {
         self.finals.len + self.partials.len()
+    }
+
+    /// The job a worker takes at `now`: finals first, but an aged partial between two finals.
+    fn next(&mut self, now: Instant) -> Option<Job> {
+        let aged = self
+            .partials
+            .front()
+            .is_some_and(|p| now.saturating_duration_since(p.enqueued) >= PARTIAL_MAX_WAIT);
+        if aged && !self.partial_jumped && self.finals.len > 0 {
+            self.partial_jumped = true;
+            return self.partials.pop_front();
+        }
+        self.partial_jumped = false;
+        self.finals.pop().or_else(|| self.partials.pop_front())
     }
 }
 
@@ -131,8 +156,7 @@ impl JobQueue {
     pub fn take(&self) -> Option<Job> {
         let mut q = lock(&self.queues);
         loop {
-            let job = q.finals.pop().or_else(|| q.partials.pop_front());
-            if let Some(job) = job {
+            if let Some(job) = q.next(Instant::now()) {
                 self.room.notify_waiters();
                 return Some(job);
             }
@@ -217,6 +241,38 @@ mod tests {
         q.close();
         assert!(q.take().is_some(), "queued work drains after close");
         assert!(q.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_partial_that_waited_too_long_goes_between_finals() {
+        let q = JobQueue::new(16);
+        let now = Instant::now();
+        let mut replies = Vec::new();
+        for tag in 0..3 {
+            let (j, r) = job_of(1, JobKind::Final, 10 + tag);
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        // Two partials of other sessions, queued long enough ago to have aged...
+        for (session, tag) in [(2, 20), (3, 30)] {
+            let (mut j, r) = job_of(session, JobKind::Partial, tag);
+            j.enqueued = now - PARTIAL_MAX_WAIT;
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        // ...and a fresh one, which waits behind every final.
+        let (mut fresh, r) = job_of(4, JobKind::Partial, 40);
+        fresh.enqueued = now;
+        q.submit(fresh).await.unwrap();
+        replies.push(r);
+        let order: Vec<usize> = (0..6)
+            .map(|_| lock(&q.queues).next(now).unwrap().audio.len())
+            .collect();
+        assert_eq!(
+            order,
+            vec![20, 10, 30, 11, 12, 40],
+            "an aged partial jumps one final at a time; a fresh partial does not jump"
+        );
     }
 
     #[tokio::test]

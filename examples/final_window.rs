@@ -32,6 +32,8 @@ struct Score {
     inference: Duration,
     jobs: usize,
     retries: usize,
+    /// Each job's inference time, for the tail.
+    times: Vec<Duration>,
 }
 
 impl Score {
@@ -41,14 +43,21 @@ impl Score {
         self.words += w;
     }
     fn print(&self, name: &str) {
+        let mut times = self.times.clone();
+        times.sort();
+        let p95 = times
+            .get((times.len() * 95 / 100).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
         println!(
-            "{name:<22} WER {:>6.2} % ({} / {} words)  inference {:>7.1} s over {} jobs (mean {:.2} s)  full-window retries {}",
+            "{name:<22} WER {:>6.2} % ({} / {} words)  inference {:>7.1} s over {} jobs (mean {:.2} s, p95 {:.2} s)  loop retries {}",
             100.0 * self.errors as f64 / self.words.max(1) as f64,
             self.errors,
             self.words,
             self.inference.as_secs_f64(),
             self.jobs,
             self.inference.as_secs_f64() / self.jobs.max(1) as f64,
+            p95.as_secs_f64(),
             self.retries
         );
     }
@@ -89,6 +98,7 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
         .expect("inference");
     score.inference += t.inference;
     score.jobs += 1;
+    score.times.push(t.inference);
     score.retries += t.full_window_retry as usize;
     t.text
 }
@@ -124,7 +134,9 @@ async fn main() {
     let full = load(FinalWindow::Full, OnLoop::FullWindow);
     let sized = load(FinalWindow::Sized, OnLoop::FullWindow);
     let trimmed = load(FinalWindow::Sized, OnLoop::Trim);
+    let wider = load(FinalWindow::Sized, OnLoop::Wider);
     let (full_h, sized_h, trim_h) = (full.handle(), sized.handle(), trimmed.handle());
+    let wide_h = wider.handle();
     let dir = speech_dir().join(&set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -135,6 +147,7 @@ async fn main() {
     clips.truncate(limit);
     let (mut whole, mut seg_full) = (Score::default(), Score::default());
     let (mut seg_sized, mut seg_trim) = (Score::default(), Score::default());
+    let mut seg_wide = Score::default();
     let started = Instant::now();
     for clip in &clips {
         let samples = load_speech(clip);
@@ -145,10 +158,13 @@ async fn main() {
         }
         let (mut text_full, mut text_sized, mut text_trim) =
             (String::new(), String::new(), String::new());
+        let mut text_wide = String::new();
         for audio in utterances(&samples, silence_ms) {
             let f = final_text(&full_h, audio.clone(), tail(&text_full), &mut seg_full).await;
             let s = final_text(&sized_h, audio.clone(), tail(&text_sized), &mut seg_sized).await;
-            let t = final_text(&trim_h, audio, tail(&text_trim), &mut seg_trim).await;
+            let t = final_text(&trim_h, audio.clone(), tail(&text_trim), &mut seg_trim).await;
+            let w = final_text(&wide_h, audio, tail(&text_wide), &mut seg_wide).await;
+            text_wide = format!("{text_wide} {w}");
             text_full = format!("{text_full} {f}");
             text_sized = format!("{text_sized} {s}");
             text_trim = format!("{text_trim} {t}");
@@ -156,6 +172,7 @@ async fn main() {
         seg_full.add(&text_full, &reference);
         seg_sized.add(&text_sized, &reference);
         seg_trim.add(&text_trim, &reference);
+        seg_wide.add(&text_wide, &reference);
         let (ef, _) = word_errors(&text_full, &reference);
         let (es, w) = word_errors(&text_sized, &reference);
         if ef != es {
@@ -176,6 +193,7 @@ async fn main() {
     seg_full.print("utterances, full");
     seg_sized.print("utterances, sized");
     seg_trim.print("utterances, sized+trim");
+    seg_wide.print("utterances, sized+wider");
     println!(
         "load: {}",
         std::fs::read_to_string("/proc/loadavg")

@@ -99,7 +99,8 @@ pub struct Raw {
     pub partial_lag_s: Vec<f64>,
     pub first_partial_delay_s: Vec<f64>,
     /// Per play: clip, stream, word errors, reference words, partials, lost, every final
-    /// (times, text) and the texts of looped partials.
+    /// (times, text), the texts of looped partials and the first committed prefix each
+    /// contradicted utterance had, with its final.
     pub plays: Vec<serde_json::Value>,
 }
 
@@ -164,6 +165,8 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
         let mut contradicted_utts = BTreeMap::new();
         let mut partials = 0;
         let mut looped = Vec::new();
+        // Each contradicted utterance's first contradicted prefix, with its final.
+        let mut contradictions = Vec::new();
         for m in play.of_kind("partial") {
             partials += 1;
             let utt = m.json["utterance"].as_u64().unwrap_or(u64::MAX);
@@ -188,7 +191,13 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
                     .get(&utt)
                     .is_some_and(|fin| contradicts(stable, fin));
                 f.stable_contradicted += usize::from(bad);
-                *contradicted_utts.entry(utt).or_insert(false) |= bad;
+                let seen = contradicted_utts.entry(utt).or_insert(false);
+                if bad && !*seen {
+                    contradictions.push(serde_json::json!({
+                        "utterance": utt, "stable": stable, "final": final_by_utt.get(&utt),
+                    }));
+                }
+                *seen |= bad;
             }
         }
         f.partials += partials;
@@ -220,7 +229,7 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
         f.raw.plays.push(serde_json::json!({
             "clip": clip.name, "stream": play.stream, "word_errors": edits, "words": words,
             "partials": partials, "lost": lost, "error": play.error, "finals": final_rows,
-            "looped_partials": looped,
+            "looped_partials": looped, "contradictions": contradictions,
         }));
     }
     f.wer = (f.reference_words > 0).then(|| f.word_errors as f64 / f.reference_words as f64);

@@ -1,9 +1,9 @@
 //! Transcription engines: the local whisper.cpp worker pool and the final-pass policy.
 //!
 //! Sessions see one handle, [`Engine`]: `engine.transcribe(request).await`. Behind it the
-//! local backend queues a [`Job`] on a bounded [`queue::JobQueue`] (finals before partials),
-//! owned worker threads with their own whisper state answer on a oneshot channel, and
-//! dropping the future cancels the job. Tests put a scripted [`Transcribe`] behind the same
+//! local backend queues a [`Job`] on a bounded [`queue::JobQueue`] (finals before partials,
+//! unless a partial has waited too long), owned worker threads with their own whisper state
+//! answer on a oneshot channel, and dropping the future cancels the job. Tests put a scripted [`Transcribe`] behind the same
 //! handle. [`final_pass::FinalPass`] decides where each utterance's final comes from.
 
 pub mod cores;

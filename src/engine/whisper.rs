@@ -109,6 +109,9 @@ pub struct EngineOptions {
 pub enum OnLoop {
     /// Decode it again over the full window (its loop cut off if it loops there too).
     FullWindow,
+    /// Decode it again with twice the audio's frames (more trailing silence), its loop cut
+    /// off if it loops there too.
+    Wider,
     /// Keep the sized text with the loop cut off.
     Trim,
 }
@@ -347,10 +350,14 @@ impl Worker {
                     });
                 }
                 self.metrics.final_loop_retry();
-                let mut full = self.decode(job, Window::Full, threads)?;
-                full.text = repetition::trim(&full.text, secs);
-                full.full_window_retry = true;
-                Ok(full)
+                let window = match self.options.on_loop {
+                    OnLoop::Wider => Window::Wider,
+                    _ => Window::Full,
+                };
+                let mut retry = self.decode(job, window, threads)?;
+                retry.text = repetition::trim(&retry.text, secs);
+                retry.full_window_retry = true;
+                Ok(retry)
             }
         }
     }
@@ -389,10 +396,13 @@ impl Worker {
         } else {
             &job.audio
         };
-        if window == Window::Sized {
+        if window != Window::Full {
             // Encoder sized to the audio, one segment, no timestamps.
-            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize
-                + self.options.ctx_margin;
+            let frames = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize;
+            let ctx = match window {
+                Window::Wider => 2 * frames + self.options.ctx_margin,
+                _ => frames + self.options.ctx_margin,
+            };
             params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);
@@ -445,5 +455,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Window {
     Sized,
+    /// Twice the audio's frames: the retry of a sized final that looped.
+    Wider,
     Full,
 }

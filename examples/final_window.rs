@@ -3,16 +3,18 @@
 //! ```sh
 //! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
 //! ```
-//! Each clip is cut into utterances by the server's own VAD and segmenter; every utterance is
-//! transcribed as a final with the full 30 s window, with the sized window (a loop goes to the
-//! full window, as the server does) and with the sized window whose loops are only cut off,
-//! each with the previous finals as the prompt, as a session does. For short clips the whole
-//! clip with the full window is scored too (the offline whisper.cpp reference). Prints word
-//! error rate and inference time per mode, and how often the guard sent a final to the full
-//! window.
+//! Each clip of the corpus (`SPEECH_DIR`, else ../shared/speech) is cut into utterances by
+//! the server's own VAD and segmenter; every utterance is transcribed as a final with the full
+//! 30 s window, with the sized window whose loops are cut off (the server's mode) and with the
+//! sized window whose loops are decoded again over the full window, each with the previous
+//! finals as the prompt, as a session does. For short clips the whole clip with the full
+//! window is scored too (the offline whisper.cpp reference). Prints word error rate, inference
+//! time (mean, p95) and how many sized finals looped, per mode.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/corpus.rs"]
+mod corpus;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ struct Score {
     words: usize,
     inference: Duration,
     jobs: usize,
-    retries: usize,
+    loops: usize,
     /// Each job's inference time, for the tail.
     times: Vec<Duration>,
 }
@@ -50,7 +52,7 @@ impl Score {
             .copied()
             .unwrap_or_default();
         println!(
-            "{name:<22} WER {:>6.2} % ({} / {} words)  inference {:>7.1} s over {} jobs (mean {:.2} s, p95 {:.2} s)  loop retries {}",
+            "{name:<22} WER {:>6.2} % ({} / {} words)  inference {:>7.1} s over {} jobs (mean {:.2} s, p95 {:.2} s)  looped {}",
             100.0 * self.errors as f64 / self.words.max(1) as f64,
             self.errors,
             self.words,
@@ -58,7 +60,7 @@ impl Score {
             self.jobs,
             self.inference.as_secs_f64() / self.jobs.max(1) as f64,
             p95.as_secs_f64(),
-            self.retries
+            self.loops
         );
     }
 }
@@ -99,7 +101,7 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
     score.inference += t.inference;
     score.jobs += 1;
     score.times.push(t.inference);
-    score.retries += t.full_window_retry as usize;
+    score.loops += t.looped as usize;
     t.text
 }
 
@@ -133,11 +135,10 @@ async fn main() {
     };
     let full = load(FinalWindow::Full, OnLoop::FullWindow);
     let sized = load(FinalWindow::Sized, OnLoop::FullWindow);
+    // The server's own mode.
     let trimmed = load(FinalWindow::Sized, OnLoop::Trim);
-    let wider = load(FinalWindow::Sized, OnLoop::Wider);
     let (full_h, sized_h, trim_h) = (full.handle(), sized.handle(), trimmed.handle());
-    let wide_h = wider.handle();
-    let dir = speech_dir().join(&set);
+    let dir = corpus::corpus_dir().join(&set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -147,7 +148,6 @@ async fn main() {
     clips.truncate(limit);
     let (mut whole, mut seg_full) = (Score::default(), Score::default());
     let (mut seg_sized, mut seg_trim) = (Score::default(), Score::default());
-    let mut seg_wide = Score::default();
     let started = Instant::now();
     for clip in &clips {
         let samples = load_speech(clip);
@@ -158,13 +158,10 @@ async fn main() {
         }
         let (mut text_full, mut text_sized, mut text_trim) =
             (String::new(), String::new(), String::new());
-        let mut text_wide = String::new();
         for audio in utterances(&samples, silence_ms) {
             let f = final_text(&full_h, audio.clone(), tail(&text_full), &mut seg_full).await;
             let s = final_text(&sized_h, audio.clone(), tail(&text_sized), &mut seg_sized).await;
-            let t = final_text(&trim_h, audio.clone(), tail(&text_trim), &mut seg_trim).await;
-            let w = final_text(&wide_h, audio, tail(&text_wide), &mut seg_wide).await;
-            text_wide = format!("{text_wide} {w}");
+            let t = final_text(&trim_h, audio, tail(&text_trim), &mut seg_trim).await;
             text_full = format!("{text_full} {f}");
             text_sized = format!("{text_sized} {s}");
             text_trim = format!("{text_trim} {t}");
@@ -172,7 +169,6 @@ async fn main() {
         seg_full.add(&text_full, &reference);
         seg_sized.add(&text_sized, &reference);
         seg_trim.add(&text_trim, &reference);
-        seg_wide.add(&text_wide, &reference);
         let (ef, _) = word_errors(&text_full, &reference);
         let (es, w) = word_errors(&text_sized, &reference);
         if ef != es {
@@ -191,9 +187,8 @@ async fn main() {
         whole.print("whole clip, full");
     }
     seg_full.print("utterances, full");
-    seg_sized.print("utterances, sized");
+    seg_sized.print("utterances, sized+full");
     seg_trim.print("utterances, sized+trim");
-    seg_wide.print("utterances, sized+wider");
     println!(
         "load: {}",
         std::fs::read_to_string("/proc/loadavg")

@@ -123,7 +123,7 @@ pub struct Metrics {
     sessions_rejected: Counter,
     utterances: Counter,
     partials_shed: Counter,
-    final_loop_retries: Counter,
+    final_loops: Counter,
     finals_on_lent_cores: Counter,
     engine_queue_depth: Gauge,
     openai_circuit_open: Gauge,
@@ -156,7 +156,7 @@ impl Default for Metrics {
             sessions_rejected: Counter::default(),
             utterances: Counter::default(),
             partials_shed: Counter::default(),
-            final_loop_retries: Counter::default(),
+            final_loops: Counter::default(),
             finals_on_lent_cores: Counter::default(),
             engine_queue_depth: Gauge::default(),
             openai_circuit_open: Gauge::default(),
@@ -218,9 +218,9 @@ impl Metrics {
             self.partials_shed.clone(),
         );
         r.register(
-            "whisper_final_loop_retries",
-            "Sized local finals that looped and were decoded again over the full 30 s window",
-            self.final_loop_retries.clone(),
+            "whisper_final_loops",
+            "Sized local finals whose text looped and had the loop cut off",
+            self.final_loops.clone(),
         );
         r.register(
             "whisper_finals_on_lent_cores",
@@ -331,9 +331,9 @@ impl Metrics {
         self.partials_shed.inc();
     }
 
-    /// A sized final tripped the loop guard and cost a second, full-window decode.
-    pub fn final_loop_retry(&self) {
-        self.final_loop_retries.inc();
+    /// A sized final tripped the loop guard.
+    pub fn final_loop(&self) {
+        self.final_loops.inc();
     }
 
     /// A local final borrowed idle workers' cores.

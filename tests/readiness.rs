@@ -248,7 +248,7 @@ async fn metrics_endpoint_keeps_its_names() {
         "whisper_sessions_rejected_total",
         "whisper_utterances_total",
         "whisper_partials_shed_total",
-        "whisper_final_loop_retries_total",
+        "whisper_final_loops_total",
         "whisper_finals_on_lent_cores_total",
         "whisper_engine_queue_depth",
         "whisper_openai_circuit_open",

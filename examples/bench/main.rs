@@ -40,10 +40,10 @@ use report::{Level, Report};
 const DEFAULT_LIMIT: usize = 12;
 /// Counters read from /metrics before and after each level.
 const SHED: &str = "whisper_partials_shed_total";
-const LOOP_RETRIES: &str = "whisper_final_loop_retries_total";
+const LOOPS: &str = "whisper_final_loops_total";
 const LENT_CORES: &str = "whisper_finals_on_lent_cores_total";
 /// Counters read before and after each level; the level reports their growth.
-const COUNTED: [&str; 3] = [SHED, LOOP_RETRIES, LENT_CORES];
+const COUNTED: [&str; 3] = [SHED, LOOPS, LENT_CORES];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,7 +97,7 @@ async fn level(
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let after = machine::counters(&metrics_url, COUNTED).await;
-    let [shed, retries, lent] =
+    let [shed, loops, lent] =
         std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
@@ -109,7 +109,7 @@ async fn level(
         peak_rss_mb: machine::peak_rss_mb(),
         peak_rss_is_per_level: per_level,
         partials_shed: shed,
-        final_loop_retries: retries,
+        final_loops: loops,
         finals_on_lent_cores: lent,
         load_average_start,
         load_average_end: machine::load_average(),

@@ -50,7 +50,7 @@ pub struct Level {
     pub peak_rss_is_per_level: bool,
     pub partials_shed: Option<f64>,
     /// Sized local finals that looped and were decoded again over the full window.
-    pub final_loop_retries: Option<f64>,
+    pub final_loops: Option<f64>,
     /// Local finals that borrowed idle workers' cores (`LEND_IDLE_CORES`).
     pub finals_on_lent_cores: Option<f64>,
     pub load_average_start: [f64; 3],
@@ -89,6 +89,10 @@ pub fn table(r: &Report) -> String {
     let mut rows: Vec<(&str, Vec<String>)> = vec![
         ("word error rate of finals", vec![]),
         ("final latency after end of speech p50 / p95", vec![]),
+        (
+            "of which after the utterance ended (queue + inference) p50 / p95",
+            vec![],
+        ),
         ("partial lag p50 / p95", vec![]),
         ("first-partial delay p50 / p95", vec![]),
         ("partials with a repetition loop", vec![]),
@@ -102,7 +106,7 @@ pub fn table(r: &Report) -> String {
         ("finals by source", vec![]),
         ("partials shed", vec![]),
         (
-            "local finals re-decoded over the full window (loop guard)",
+            "local finals whose loop was cut off (loop guard)",
             vec![],
         ),
         ("local finals on lent cores", vec![]),
@@ -115,6 +119,7 @@ pub fn table(r: &Report) -> String {
         let cells = [
             wer(o.wer),
             format!("(inference {})", pair(&o.inference_s)),
+            "—".into(),
             "—".into(),
             "—".into(),
             "—".into(),
@@ -153,6 +158,7 @@ pub fn table(r: &Report) -> String {
         let cells = [
             wer_cell,
             pair(&f.final_latency_s),
+            pair(&f.final_server_latency_s),
             pair(&f.partial_lag_s),
             pair(&f.first_partial_delay_s),
             pct(f.partials_with_loop, f.partials),
@@ -166,7 +172,7 @@ pub fn table(r: &Report) -> String {
             format!("{} of {}", f.finals_lost, f.plays),
             sources.join(", "),
             l.partials_shed.map_or("—".into(), |v| format!("{v:.0}")),
-            l.final_loop_retries
+            l.final_loops
                 .map_or("—".into(), |v| format!("{v:.0}")),
             l.finals_on_lent_cores
                 .map_or("—".into(), |v| format!("{v:.0}")),

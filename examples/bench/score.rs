@@ -68,6 +68,9 @@ pub struct Figures {
     pub word_errors: usize,
     pub reference_words: usize,
     pub final_latency_s: Spread,
+    /// The server's own `latency_ms` of each final: from the utterance's end (after the
+    /// endpointing silence) to the final, so queue wait plus inference.
+    pub final_server_latency_s: Spread,
     /// How many finals were timed from a reference end of speech (the rest from `end_ms`).
     pub finals_timed_from_reference: usize,
     pub partial_lag_s: Spread,
@@ -96,6 +99,7 @@ pub struct Figures {
 #[derive(Debug, Default, Serialize)]
 pub struct Raw {
     pub final_latency_s: Vec<f64>,
+    pub final_server_latency_s: Vec<f64>,
     pub partial_lag_s: Vec<f64>,
     pub first_partial_delay_s: Vec<f64>,
     /// Per play: clip, stream, word errors, reference words, partials, lost, every final
@@ -155,6 +159,9 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
                 .sent_at(end_ms)
                 .map(|sent| m.at.saturating_duration_since(sent).as_secs_f64());
             f.raw.final_latency_s.extend(latency);
+            f.raw
+                .final_server_latency_s
+                .extend(ms(&m.json, "latency_ms").map(|v| v / 1000.0));
             final_rows.push(serde_json::json!({
                 "utterance": m.json["utterance"], "start_ms": m.json["start_ms"], "end_ms": end,
                 "speech_end_s": reference, "latency_s": latency,
@@ -236,6 +243,7 @@ pub fn score(plays: &[Play], clips: &[Clip], preroll_ms: f64) -> Figures {
     f.partial_loop_share =
         (f.partials > 0).then(|| f.partials_with_loop as f64 / f.partials as f64);
     f.final_latency_s = Spread::of(&f.raw.final_latency_s);
+    f.final_server_latency_s = Spread::of(&f.raw.final_server_latency_s);
     f.partial_lag_s = Spread::of(&f.raw.partial_lag_s);
     f.first_partial_delay_s = Spread::of(&f.raw.first_partial_delay_s);
     f

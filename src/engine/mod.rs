@@ -57,8 +57,8 @@ pub struct Transcript {
     pub no_speech_prob: f32,
     /// Time the worker spent on it.
     pub inference: Duration,
-    /// A sized final looped and was decoded again over the full window.
-    pub full_window_retry: bool,
+    /// A sized final's text looped (the loop was cut off, or it was decoded again).
+    pub looped: bool,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -34,7 +34,7 @@ fn counters_and_gauges_render() {
     m.session_rejected();
     m.utterance_finished();
     m.partial_shed();
-    m.final_loop_retry();
+    m.final_loop();
     m.final_on_lent_cores();
     m.set_engine_queue_depth(5);
     m.set_session_capacity(3, 16);
@@ -62,7 +62,7 @@ fn counters_and_gauges_render() {
     assert_eq!(value(&text, "whisper_sessions_rejected_total"), 1.0);
     assert_eq!(value(&text, "whisper_utterances_total"), 1.0);
     assert_eq!(value(&text, "whisper_partials_shed_total"), 1.0);
-    assert_eq!(value(&text, "whisper_final_loop_retries_total"), 1.0);
+    assert_eq!(value(&text, "whisper_final_loops_total"), 1.0);
     assert_eq!(value(&text, "whisper_finals_on_lent_cores_total"), 1.0);
     assert_eq!(value(&text, "whisper_engine_queue_depth"), 5.0);
     assert_eq!(value(&text, "whisper_session_slots_free"), 3.0);
@@ -176,7 +176,7 @@ fn sample_names_are_unchanged() {
         "whisper_sessions_rejected_total",
         "whisper_utterances_total",
         "whisper_partials_shed_total",
-        "whisper_final_loop_retries_total",
+        "whisper_final_loops_total",
         "whisper_finals_on_lent_cores_total",
         "whisper_engine_queue_depth",
         "whisper_openai_circuit_open",

@@ -130,11 +130,15 @@ impl<C: FrameClassifier> Segmenter<C> {
         self.close(UtteranceEnd::Flush)
     }
 
-    /// The open utterance: (number, start sample, audio so far).
+    /// The open utterance: (number, start sample, its audio as it would end now: up to the
+    /// last voiced frame plus the kept tail). Trailing silence does not count, so partials are
+    /// not asked for again while the silence that may end the utterance runs: they would
+    /// only hold a worker the final is about to need.
     pub fn current(&self) -> Option<(u64, u64, &[f32])> {
-        self.open
-            .as_ref()
-            .map(|o| (o.utterance, o.start_sample, o.audio.as_slice()))
+        self.open.as_ref().map(|o| {
+            let keep = (o.voiced_len + self.tail_samples).min(o.audio.len());
+            (o.utterance, o.start_sample, &o.audio[..keep])
+        })
     }
 
     /// Samples consumed since the stream began.
@@ -280,6 +284,25 @@ mod tests {
         assert_eq!((n, s, reason), (0, start, UtteranceEnd::Silence));
         assert_eq!(e, 83 * F as u64, "ends where speech ends");
         assert_eq!(len as u64, e - s + ms_to_samples(TAIL_MS) as u64);
+    }
+
+    #[test]
+    fn the_open_utterance_does_not_grow_with_trailing_silence() {
+        // 0.3 s silence, 1.5 s speech, then 400 ms of silence (less than the 480 ms that ends
+        // it): the open utterance's audio stops at the speech plus the kept tail.
+        let (mut seg, _) = run(&[(0.0, 10), (0.5, 50)], F);
+        let (_, start, audio) = seg.current().expect("open");
+        let speech = audio.len();
+        assert_eq!(speech as u64, 60 * F as u64 - start);
+        for _ in 0..13 {
+            seg.push(&[0.0; F]);
+        }
+        let (_, _, audio) = seg.current().expect("still open");
+        assert_eq!(audio.len(), speech + ms_to_samples(TAIL_MS));
+        // Speech again: the pause is part of the utterance after all.
+        seg.push(&[0.5; F]);
+        let (_, _, audio) = seg.current().expect("still open");
+        assert_eq!(audio.len(), speech + 14 * F);
     }
 
     #[test]

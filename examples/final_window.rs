@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
+//!     [--modes full,sized,trim] [--temperature-fallback true|false]
 //! ```
 //! Each clip of the corpus (`SPEECH_DIR`, else ../shared/speech) is cut into utterances by
 //! the server's own VAD and segmenter; every utterance is transcribed as a final with the full
@@ -116,6 +117,8 @@ async fn main() {
     let mut limit = usize::MAX;
     let mut silence_ms = 500;
     let mut margin = 64;
+    let mut fallback = true;
+    let mut modes = "full,sized,trim".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("flag value");
@@ -124,6 +127,8 @@ async fn main() {
             "--limit" => limit = value.parse().unwrap(),
             "--silence-ms" => silence_ms = value.parse().unwrap(),
             "--margin" => margin = value.parse().unwrap(),
+            "--temperature-fallback" => fallback = value.parse().unwrap(),
+            "--modes" => modes = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -131,13 +136,27 @@ async fn main() {
         let mut options = EngineOptions::new(1, 1, 4, final_window);
         options.on_loop = on_loop;
         options.ctx_margin = margin;
+        options.temperature_fallback = fallback;
         LocalEngine::load(&model_path(), options, Arc::new(Metrics::new())).unwrap()
     };
-    let full = load(FinalWindow::Full, OnLoop::FullWindow);
-    let sized = load(FinalWindow::Sized, OnLoop::FullWindow);
-    // The server's own mode.
-    let trimmed = load(FinalWindow::Sized, OnLoop::Trim);
-    let (full_h, sized_h, trim_h) = (full.handle(), sized.handle(), trimmed.handle());
+    // (--modes key, name, window, what a loop gets); "trim" is the server's own mode.
+    let all = [
+        ("full", "full", FinalWindow::Full, OnLoop::FullWindow),
+        (
+            "sized",
+            "sized+full",
+            FinalWindow::Sized,
+            OnLoop::FullWindow,
+        ),
+        ("trim", "sized+trim", FinalWindow::Sized, OnLoop::Trim),
+    ];
+    let wanted: Vec<&str> = modes.split(',').collect();
+    let engines: Vec<_> = all
+        .iter()
+        .filter(|(key, ..)| wanted.contains(key))
+        .map(|&(_, name, window, on_loop)| (name, load(window, on_loop)))
+        .collect();
+    assert!(!engines.is_empty(), "--modes: full, sized, trim");
     let dir = corpus::corpus_dir().join(&set);
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -146,49 +165,48 @@ async fn main() {
         .collect();
     clips.sort();
     clips.truncate(limit);
-    let (mut whole, mut seg_full) = (Score::default(), Score::default());
-    let (mut seg_sized, mut seg_trim) = (Score::default(), Score::default());
+    let mut whole = Score::default();
+    let mut scores: Vec<Score> = engines.iter().map(|_| Score::default()).collect();
     let started = Instant::now();
     for clip in &clips {
         let samples = load_speech(clip);
         let reference = reference_text(clip);
-        if set == "short" {
-            let text = final_text(&full_h, samples.clone(), String::new(), &mut whole).await;
+        if set == "short" && engines[0].0 == "full" {
+            let full = engines[0].1.handle();
+            let text = final_text(&full, samples.clone(), String::new(), &mut whole).await;
             whole.add(&text, &reference);
         }
-        let (mut text_full, mut text_sized, mut text_trim) =
-            (String::new(), String::new(), String::new());
+        let mut texts = vec![String::new(); engines.len()];
         for audio in utterances(&samples, silence_ms) {
-            let f = final_text(&full_h, audio.clone(), tail(&text_full), &mut seg_full).await;
-            let s = final_text(&sized_h, audio.clone(), tail(&text_sized), &mut seg_sized).await;
-            let t = final_text(&trim_h, audio, tail(&text_trim), &mut seg_trim).await;
-            text_full = format!("{text_full} {f}");
-            text_sized = format!("{text_sized} {s}");
-            text_trim = format!("{text_trim} {t}");
+            for (k, (_, engine)) in engines.iter().enumerate() {
+                let prompt = tail(&texts[k]);
+                let t = final_text(&engine.handle(), audio.clone(), prompt, &mut scores[k]).await;
+                texts[k] = format!("{} {t}", texts[k]);
+            }
         }
-        seg_full.add(&text_full, &reference);
-        seg_sized.add(&text_sized, &reference);
-        seg_trim.add(&text_trim, &reference);
-        let (ef, _) = word_errors(&text_full, &reference);
-        let (es, w) = word_errors(&text_sized, &reference);
-        if ef != es {
+        let mut errors = Vec::new();
+        for (score, text) in scores.iter_mut().zip(&texts) {
+            score.add(text, &reference);
+            errors.push(word_errors(text, &reference).0);
+        }
+        if errors.iter().any(|e| *e != errors[0]) {
             println!(
-                "{}: full {ef} / sized {es} errors of {w}",
+                "{}: errors per mode {errors:?}",
                 clip.file_name().unwrap().to_string_lossy()
             );
         }
     }
     println!(
-        "{} clips of {set}, VAD silence {silence_ms} ms, {:.0} s",
+        "{} clips of {set}, VAD silence {silence_ms} ms, temperature fallback {fallback}, {:.0} s",
         clips.len(),
         started.elapsed().as_secs_f64()
     );
-    if set == "short" {
+    if whole.jobs > 0 {
         whole.print("whole clip, full");
     }
-    seg_full.print("utterances, full");
-    seg_sized.print("utterances, sized+full");
-    seg_trim.print("utterances, sized+trim");
+    for ((name, _), score) in engines.iter().zip(&scores) {
+        score.print(&format!("utterances, {name}"));
+    }
     println!(
         "load: {}",
         std::fs::read_to_string("/proc/loadavg")

@@ -9,7 +9,7 @@
 //! dropped, which cancels their engine jobs, and the decoder stops at its next send.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -143,6 +143,7 @@ fn cut(
                 prompt: prompt.to_string(),
                 language: language.to_string(),
                 closed_at: Instant::now(),
+                early: None,
             };
             if tx.blocking_send(request).is_err() {
                 // The stream was dropped: the client is gone.

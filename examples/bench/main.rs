@@ -97,8 +97,7 @@ async fn level(
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let after = machine::counters(&metrics_url, COUNTED).await;
-    let [shed, loops, lent] =
-        std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
+    let [shed, loops, lent] = std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
         finals: finals.into(),
@@ -148,6 +147,13 @@ fn server_config(max_streams: usize) -> whisper_api::Config {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // `RUST_LOG=whisper_api::engine=debug` shows each job's queue wait, threads and time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let started = Instant::now();
     let load_average_start = machine::load_average();
     let machine = machine::Machine::probe();

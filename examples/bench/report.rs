@@ -105,10 +105,7 @@ pub fn table(r: &Report) -> String {
         ("clips with a final lost", vec![]),
         ("finals by source", vec![]),
         ("partials shed", vec![]),
-        (
-            "local finals whose loop was cut off (loop guard)",
-            vec![],
-        ),
+        ("local finals whose loop was cut off (loop guard)", vec![]),
         ("local finals on lent cores", vec![]),
         ("CPU seconds (per second of audio)", vec![]),
         ("peak RSS", vec![]),
@@ -172,8 +169,7 @@ pub fn table(r: &Report) -> String {
             format!("{} of {}", f.finals_lost, f.plays),
             sources.join(", "),
             l.partials_shed.map_or("—".into(), |v| format!("{v:.0}")),
-            l.final_loops
-                .map_or("—".into(), |v| format!("{v:.0}")),
+            l.final_loops.map_or("—".into(), |v| format!("{v:.0}")),
             l.finals_on_lent_cores
                 .map_or("—".into(), |v| format!("{v:.0}")),
             format!("{:.0} ({:.2})", l.cpu_s, l.cpu_s / audio.max(1e-9)),

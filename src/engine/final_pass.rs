@@ -5,11 +5,21 @@
 //! primary service the upload runs at the same time; see [`FinalPass::run`] for which text
 //! wins. The pass never writes to a client: it returns the final and offers the early local
 //! text as a [`Preview`], and the session decides what to send.
+//!
+//! With local finals the decode may start before the utterance closes
+//! ([`FinalPass::start_early`]): once the speaker pauses, the audio a final would get is
+//! known, and decoding it during the end-of-speech silence instead of after it takes up to
+//! `VAD_SILENCE_MS` minus the kept tail (300 ms by default) off every final. When speech
+//! resumes the early job is dropped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+// tokio's clock, so latency logic is testable under `tokio::time::pause`.
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::openai::{FallbackReason, OpenAiClient};
 use super::{filter, Engine, EngineError, JobKind, SessionKey, TranscribeRequest, Transcript};
@@ -27,7 +37,13 @@ pub struct FinalRequest {
     pub language: String,
     /// When the segmenter closed the utterance; latency is measured from here.
     pub closed_at: Instant,
+    /// The local decode of this very audio and prompt, started during the pause that ended
+    /// the utterance: the pass waits for it instead of queuing another.
+    pub early: Option<EarlyLocal>,
 }
+
+/// A local final running ahead of its utterance's end; dropping it cancels the job.
+pub type EarlyLocal = AbortOnDropHandle<Result<Transcript, EngineError>>;
 
 /// The local text of an utterance whose final still waits for OpenAI.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +129,20 @@ impl FinalPass {
         self
     }
 
+    /// Starts the local final of a pausing utterance, if finals are local and the engine has
+    /// nothing waiting (a guess that speech is over must not delay anyone's real work).
+    pub fn start_early(&self, request: TranscribeRequest) -> Option<EarlyLocal> {
+        if self.openai.is_some() || self.engine.backlogged() {
+            return None;
+        }
+        let engine = self.engine.clone();
+        // In the session's span, so the worker's logs say whose job it is.
+        let job = tokio::spawn(
+            async move { engine.transcribe(request).await }.instrument(tracing::Span::current()),
+        );
+        Some(AbortOnDropHandle::new(job))
+    }
+
     /// Produces the utterance's final.
     ///
     /// Local only: the local transcript. With OpenAI: the local job and the upload run at
@@ -120,9 +150,19 @@ impl FinalPass {
     /// it as the utterance's last partial), and the final is OpenAI's text, or — when OpenAI
     /// fails within its deadline — the local text with the reason (or an `openai_failed`
     /// error when fallback is disabled).
-    pub async fn run(self, req: FinalRequest, previews: mpsc::Sender<Preview>) -> FinalResult {
+    pub async fn run(self, mut req: FinalRequest, previews: mpsc::Sender<Preview>) -> FinalResult {
         let Some(openai) = self.openai.clone() else {
-            let transcript = self.local_transcript(&req).await;
+            let transcript = match req.early.take() {
+                Some(early) => {
+                    let early = async {
+                        early
+                            .await
+                            .unwrap_or_else(|e| Err(EngineError::Inference(e.to_string())))
+                    };
+                    self.within_deadline(early).await
+                }
+                None => self.local_transcript(&req).await,
+            };
             if transcript == Err(EngineError::Timeout) {
                 return req.timed_out();
             }
@@ -188,7 +228,14 @@ impl FinalPass {
             prompt: req.prompt.clone(),
             language: req.language.clone(),
         });
-        // Dropping the job on timeout cancels it if no worker has started it.
+        self.within_deadline(job).await
+    }
+
+    /// Dropping the job on timeout cancels it if no worker has started it.
+    async fn within_deadline(
+        &self,
+        job: impl std::future::Future<Output = Result<Transcript, EngineError>>,
+    ) -> Result<Transcript, EngineError> {
         tokio::time::timeout(self.local_deadline, job)
             .await
             .unwrap_or(Err(EngineError::Timeout))

@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub use final_pass::{FinalPass, FinalRequest, FinalResult, Preview};
+pub use final_pass::{EarlyLocal, FinalPass, FinalRequest, FinalResult, Preview};
 pub use queue::JobQueue;
 pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop};
 
@@ -82,6 +82,11 @@ pub trait Transcribe: Send + Sync + 'static {
         &self,
         request: TranscribeRequest,
     ) -> BoxFuture<'static, Result<Transcript, EngineError>>;
+
+    /// Jobs are waiting for a worker.
+    fn backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// The handle sessions hold. Cheap to clone.
@@ -99,6 +104,11 @@ impl Engine {
     /// engine is full; a final waits for room. Dropping the future cancels the job.
     pub async fn transcribe(&self, request: TranscribeRequest) -> Result<Transcript, EngineError> {
         self.backend.transcribe(request).await
+    }
+
+    /// Jobs are waiting for a worker: nothing speculative should be queued.
+    pub fn backlogged(&self) -> bool {
+        self.backend.backlogged()
     }
 }
 
@@ -157,5 +167,9 @@ impl Transcribe for Arc<JobQueue> {
             queue.submit(job).await?;
             rx.await.unwrap_or(Err(EngineError::Closed))
         })
+    }
+
+    fn backlogged(&self) -> bool {
+        self.depth() > 0
     }
 }

@@ -99,6 +99,9 @@ pub struct EngineOptions {
     pub on_loop: OnLoop,
     /// Encoder frames beyond the audio for sized windows (50 per second).
     pub ctx_margin: usize,
+    /// Finals decoded again at rising temperatures when whisper.cpp judges a decode poor
+    /// (measurement knob; partials never are).
+    pub temperature_fallback: bool,
     /// A final that starts while no other job runs or waits takes the idle workers' cores
     /// too ([`Cores`]).
     pub lend_idle_cores: bool,
@@ -131,6 +134,7 @@ impl EngineOptions {
             final_window,
             on_loop: OnLoop::Trim,
             ctx_margin: AUDIO_CTX_MARGIN,
+            temperature_fallback: true,
             lend_idle_cores: false,
         }
     }
@@ -406,6 +410,9 @@ impl Worker {
             // worker) before the guard sees it; real speech stays well under this.
             let seconds = audio.len() / PIPELINE_RATE as usize + 1;
             params.set_max_tokens((seconds * FINAL_TOKENS_PER_SECOND + FINAL_TOKENS_MARGIN) as i32);
+        }
+        if job.kind == JobKind::Final && !self.options.temperature_fallback {
+            params.set_temperature_inc(0.0);
         }
         if job.kind == JobKind::Partial {
             // No temperature fallback: a partial is soon replaced anyway.

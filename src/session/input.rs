@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::extract::ws::Message;
 use futures_util::stream::FuturesOrdered;
@@ -17,7 +17,7 @@ use super::pipeline::AudioPipeline;
 use super::{Session, SessionDeps, StreamParams, NEXT_KEY};
 use crate::audio::samples_to_ms;
 use crate::config::Config;
-use crate::engine::{FinalRequest, Preview};
+use crate::engine::{FinalRequest, JobKind, Preview, TranscribeRequest};
 use crate::protocol::{self, ClientMessage, ProtocolError, ServerMessage};
 use crate::vad::{SegmentEvent, SegmenterConfig, WebRtcVad};
 
@@ -55,6 +55,7 @@ impl Session {
             last_final: None,
             closing: BTreeMap::new(),
             partials: Partials::default(),
+            early: Default::default(),
             recent_finals: VecDeque::new(),
             audio_received: false,
             started: false,
@@ -115,6 +116,7 @@ impl Session {
                 self.audio_received = true;
                 let events = self.pipeline.push(&bytes);
                 self.on_segments(events);
+                self.maybe_start_early_final();
                 Ok(Input::Audio)
             }
             Message::Text(text) => {
@@ -210,21 +212,48 @@ impl Session {
                     self.deps.metrics.utterance_finished();
                     self.closing
                         .insert(utterance, self.partials.utterance_ended());
+                    let prompt = self.prompt();
+                    let early = self.early.take(utterance, audio.len(), &prompt);
+                    tracing::debug!(utterance, early = early.is_some(), "final requested");
                     let request = FinalRequest {
                         session: self.key,
                         utterance,
                         start_ms: samples_to_ms(start_sample),
                         end_ms: samples_to_ms(end_sample),
                         audio: Arc::new(audio),
-                        prompt: self.prompt(),
+                        prompt,
                         language: self.params.language.clone(),
                         closed_at: Instant::now(),
+                        early,
                     };
                     let pass = self.deps.final_pass.clone();
                     let previews = self.previews.clone();
                     self.finals.push_back(Box::pin(pass.run(request, previews)));
                 }
             }
+        }
+    }
+
+    /// Starts the open utterance's local final once it pauses ([`super::early`]).
+    fn maybe_start_early_final(&mut self) {
+        let open = self.pipeline.current().map(|(n, _, a)| (n, a.len()));
+        if !self.early.wanted(open, self.pipeline.paused()) {
+            return;
+        }
+        let Some((utterance, _, audio)) = self.pipeline.current() else {
+            return;
+        };
+        let prompt = self.prompt();
+        let request = TranscribeRequest {
+            kind: JobKind::Final,
+            session: self.key,
+            audio: Arc::new(audio.to_vec()),
+            prompt: prompt.clone(),
+            language: self.params.language.clone(),
+        };
+        let audio_len = request.audio.len();
+        if let Some(job) = self.deps.final_pass.start_early(request) {
+            self.early.started(utterance, audio_len, prompt, job);
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`results`]: partials, previews and finals on their way out.
 //! - [`limits`]: the session's clocks (idle, no speech, maximum length).
 
+mod early;
 mod event_loop;
 mod input;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use crate::metrics::Metrics;
 use crate::storage::Recorder;
 use crate::vad::WebRtcVad;
 
+use early::EarlyFinals;
 use outbox::Outbox;
 pub use params::{RawQuery, StreamParams};
 use partials::Partials;
@@ -119,6 +121,8 @@ struct Session {
     /// Committed partial text of ended utterances whose finals are not out yet.
     closing: BTreeMap<u64, Agreement>,
     partials: Partials,
+    /// The local final of a pausing utterance, started before the pause ends it.
+    early: EarlyFinals,
     recent_finals: VecDeque<String>,
     audio_received: bool,
     /// A `start` message was taken (only one is allowed).

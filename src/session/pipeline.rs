@@ -52,8 +52,13 @@ impl<C: FrameClassifier> AudioPipeline<C> {
         events
     }
 
-    /// The open utterance: (number, start sample, audio so far).
+    /// The open utterance: (number, start sample, its audio as it would end now).
     pub fn current(&self) -> Option<(u64, u64, &[f32])> {
         self.segmenter.current()
+    }
+
+    /// The open utterance is pausing: its audio will not change unless speech resumes.
+    pub fn paused(&self) -> bool {
+        self.segmenter.paused()
     }
 }

@@ -364,3 +364,48 @@ async fn a_looping_hypothesis_is_never_sent_and_the_stable_prefix_only_grows() {
         "words were committed: {stable_by_utterance:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pausing_utterance_is_decoded_while_its_end_of_speech_silence_runs() {
+    // A final takes 400 ms; the silence that ends an utterance is 500 ms, of which the first
+    // 200 ms (the kept tail) must pass before its audio is known.
+    let engine = scripted(|_| Duration::from_millis(400));
+    let mut h = start(engine.clone());
+    let mut audio = jfk();
+    audio.extend(std::iter::repeat_n(0.0, 16_000 * 3 / 2));
+    stream_audio(&h.to_server, &audio).await;
+    h.to_server
+        .send(Message::Text(r#"{"type":"eof"}"#.into()))
+        .await
+        .unwrap();
+    let (messages, _) = collect(&mut h.from_server).await;
+    let finals: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Final {
+                text, latency_ms, ..
+            } => Some((text.clone(), *latency_ms)),
+            _ => None,
+        })
+        .collect();
+    assert!(finals.len() >= 2, "{messages:?}");
+    let final_jobs: Vec<usize> = engine
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k == JobKind::Final)
+        .map(|(_, len)| *len)
+        .collect();
+    for (text, latency_ms) in &finals {
+        // Started 300 ms before the utterance closed: 100 ms after it, not 400.
+        assert!(*latency_ms <= 150, "{text}: {latency_ms} ms");
+        // The text of a decode of exactly the audio the utterance ended with.
+        assert!(
+            final_jobs
+                .iter()
+                .any(|len| *text == format!("Final of {:.2} s", *len as f64 / 16_000.0)),
+            "{text} / {final_jobs:?}"
+        );
+    }
+}

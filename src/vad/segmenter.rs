@@ -141,6 +141,14 @@ impl<C: FrameClassifier> Segmenter<C> {
         })
     }
 
+    /// The open utterance is in a pause that has already filled its kept tail: were it to end
+    /// now, its audio would be exactly [`Segmenter::current`]'s.
+    pub fn paused(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| {
+            o.silent_frames > 0 && o.audio.len() >= o.voiced_len + self.tail_samples
+        })
+    }
+
     /// Samples consumed since the stream began.
     pub fn position(&self) -> u64 {
         self.position + self.partial.len() as u64
@@ -299,10 +307,20 @@ mod tests {
         }
         let (_, _, audio) = seg.current().expect("still open");
         assert_eq!(audio.len(), speech + ms_to_samples(TAIL_MS));
+        assert!(
+            seg.paused(),
+            "the tail is full: the audio is what a final would get"
+        );
         // Speech again: the pause is part of the utterance after all.
         seg.push(&[0.5; F]);
         let (_, _, audio) = seg.current().expect("still open");
         assert_eq!(audio.len(), speech + 14 * F);
+        assert!(!seg.paused());
+        seg.push(&[0.0; F]);
+        assert!(
+            !seg.paused(),
+            "a pause shorter than the tail may still be speech"
+        );
     }
 
     #[test]

@@ -129,18 +129,20 @@ impl FinalPass {
         self
     }
 
-    /// Starts the local final of a pausing utterance, if finals are local and the engine has
-    /// nothing waiting (a guess that speech is over must not delay anyone's real work).
-    pub fn start_early(&self, request: TranscribeRequest) -> Option<EarlyLocal> {
-        if self.openai.is_some() || self.engine.backlogged() {
-            return None;
-        }
+    /// Whether a pausing utterance's local final may start now: finals are local and the
+    /// engine has nothing waiting (a guess that speech is over must not delay real work).
+    pub fn takes_early(&self) -> bool {
+        self.openai.is_none() && !self.engine.backlogged()
+    }
+
+    /// Starts the local final of a pausing utterance (when [`FinalPass::takes_early`]).
+    pub fn start_early(&self, request: TranscribeRequest) -> EarlyLocal {
         let engine = self.engine.clone();
         // In the session's span, so the worker's logs say whose job it is.
         let job = tokio::spawn(
             async move { engine.transcribe(request).await }.instrument(tracing::Span::current()),
         );
-        Some(AbortOnDropHandle::new(job))
+        AbortOnDropHandle::new(job)
     }
 
     /// Produces the utterance's final.
@@ -152,24 +154,16 @@ impl FinalPass {
     /// error when fallback is disabled).
     pub async fn run(self, mut req: FinalRequest, previews: mpsc::Sender<Preview>) -> FinalResult {
         let Some(openai) = self.openai.clone() else {
-            let transcript = match req.early.take() {
-                Some(early) => {
-                    let early = async {
-                        early
-                            .await
-                            .unwrap_or_else(|e| Err(EngineError::Inference(e.to_string())))
-                    };
-                    self.within_deadline(early).await
-                }
-                None => self.local_transcript(&req).await,
-            };
+            let early = req.early.take();
+            let transcript = self.local_transcript(&req, early).await;
             if transcript == Err(EngineError::Timeout) {
                 return req.timed_out();
             }
             let text = local_text(transcript, &req);
             return req.result(Ok(text), Source::Local);
         };
-        let local = self.local_transcript(&req);
+        let early = req.early.take();
+        let local = self.local_transcript(&req, early);
         let remote = openai.transcribe(&req.audio, &req.prompt, &req.language);
         tokio::pin!(local, remote);
         // The local answer, kept whole: a missed deadline must still become `local_timeout`
@@ -220,22 +214,27 @@ impl FinalPass {
         result
     }
 
-    async fn local_transcript(&self, req: &FinalRequest) -> Result<Transcript, EngineError> {
-        let job = self.engine.transcribe(TranscribeRequest {
-            kind: JobKind::Final,
-            session: req.session,
-            audio: req.audio.clone(),
-            prompt: req.prompt.clone(),
-            language: req.language.clone(),
-        });
-        self.within_deadline(job).await
-    }
-
-    /// Dropping the job on timeout cancels it if no worker has started it.
-    async fn within_deadline(
+    /// The utterance's local transcript: the early job when there is one, else a new job.
+    async fn local_transcript(
         &self,
-        job: impl std::future::Future<Output = Result<Transcript, EngineError>>,
+        req: &FinalRequest,
+        early: Option<EarlyLocal>,
     ) -> Result<Transcript, EngineError> {
+        let job = match early {
+            Some(early) => Box::pin(async {
+                early
+                    .await
+                    .unwrap_or_else(|e| Err(EngineError::Inference(e.to_string())))
+            }) as futures_util::future::BoxFuture<'_, _>,
+            None => Box::pin(self.engine.transcribe(TranscribeRequest {
+                kind: JobKind::Final,
+                session: req.session,
+                audio: req.audio.clone(),
+                prompt: req.prompt.clone(),
+                language: req.language.clone(),
+            })),
+        };
+        // Dropping the job on timeout cancels it if no worker has started it.
         tokio::time::timeout(self.local_deadline, job)
             .await
             .unwrap_or(Err(EngineError::Timeout))

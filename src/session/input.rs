@@ -240,6 +240,10 @@ impl Session {
         if !self.early.wanted(open, self.pipeline.paused()) {
             return;
         }
+        // Asked on every frame of a pause: the audio is copied only when the job will run.
+        if !self.deps.final_pass.takes_early() {
+            return;
+        }
         let Some((utterance, _, audio)) = self.pipeline.current() else {
             return;
         };
@@ -252,9 +256,8 @@ impl Session {
             language: self.params.language.clone(),
         };
         let audio_len = request.audio.len();
-        if let Some(job) = self.deps.final_pass.start_early(request) {
-            self.early.started(utterance, audio_len, prompt, job);
-        }
+        let job = self.deps.final_pass.start_early(request);
+        self.early.started(utterance, audio_len, prompt, job);
     }
 
     /// Whether speech was heard since the last call: an utterance is open, or one started or

@@ -63,6 +63,13 @@ struct Open {
     silent_frames: usize,
 }
 
+impl Open {
+    /// Samples the utterance keeps if it ends now: up to its last voiced frame plus `tail`.
+    fn kept_len(&self, tail: usize) -> usize {
+        (self.voiced_len + tail).min(self.audio.len())
+    }
+}
+
 pub struct Segmenter<C> {
     classifier: C,
     min_speech_frames: usize,
@@ -136,7 +143,7 @@ impl<C: FrameClassifier> Segmenter<C> {
     /// only hold a worker the final is about to need.
     pub fn current(&self) -> Option<(u64, u64, &[f32])> {
         self.open.as_ref().map(|o| {
-            let keep = (o.voiced_len + self.tail_samples).min(o.audio.len());
+            let keep = o.kept_len(self.tail_samples);
             (o.utterance, o.start_sample, &o.audio[..keep])
         })
     }
@@ -216,7 +223,7 @@ impl<C: FrameClassifier> Segmenter<C> {
 
     fn close(&mut self, reason: UtteranceEnd) -> Option<SegmentEvent> {
         let mut open = self.open.take()?;
-        let keep = (open.voiced_len + self.tail_samples).min(open.audio.len());
+        let keep = open.kept_len(self.tail_samples);
         open.audio.truncate(keep);
         Some(SegmentEvent::Ended {
             utterance: open.utterance,

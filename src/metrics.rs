@@ -17,68 +17,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::protocol::Source;
+
+pub use labels::{EARLY_OUTCOMES, FALLBACK_REASONS, OPENAI_OUTCOMES, REFUSAL_REASONS};
+use labels::{FINAL_LATENCY_BUCKETS_S, PARTIAL_LATENCY_BUCKETS_S, RTF_BUCKETS, RTF_KINDS, SOURCES};
 
 /// The `Content-Type` of [`Metrics::render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// Outcomes of one OpenAI HTTP attempt (`whisper_openai_requests_total{outcome}`).
-pub const OPENAI_OUTCOMES: [&str; 7] = [
-    "ok",
-    "timeout",
-    "http_429",
-    "http_5xx",
-    "http_4xx",
-    "network",
-    "bad_response",
-];
-
-/// Why a final did not come from OpenAI (`whisper_fallbacks_total{reason}`); the strings are
-/// `FallbackReason::as_str` and the wire protocol's `fallback_reason`.
-pub const FALLBACK_REASONS: [&str; 8] = [
-    "timeout",
-    "http_429",
-    "http_5xx",
-    "http_4xx",
-    "network",
-    "bad_response",
-    "circuit_open",
-    "no_api_key",
-];
-
-/// Why a connection or request was refused, or a session was ended by a server limit
-/// (`whisper_refusals_total{reason}`): the wire protocol's error codes, and `unauthorized`
-/// for a 401 (no valid access token).
-pub const REFUSAL_REASONS: [&str; 8] = [
-    "unauthorized",
-    "origin_not_allowed",
-    "ip_limit",
-    "server_busy",
-    "not_ready",
-    "shutting_down",
-    "session_too_long",
-    "no_speech",
-];
-
-/// Values of `whisper_final_latency_seconds{source}`.
-const SOURCES: [&str; 2] = ["local", "openai"];
-/// Values of `whisper_local_rtf{kind}`.
-const RTF_KINDS: [&str; 2] = ["partial", "final"];
-
-/// Seconds from the audio a partial covers to the partial leaving.
-const PARTIAL_LATENCY_BUCKETS_S: &[f64] = &[
-    0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
-];
-/// Seconds from the end of an utterance to its final; the OpenAI deadline is 4 s by default.
-const FINAL_LATENCY_BUCKETS_S: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0,
-];
-/// Inference time over audio time; above 1 the local model falls behind live audio.
-const RTF_BUCKETS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0];
-
-/// One label pair; every label value comes from one of the fixed sets above.
+/// One label pair; every label value comes from one of the fixed sets of [`labels`].
 type Label = [(&'static str, &'static str); 1];
 type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
 
@@ -135,6 +84,7 @@ pub struct Metrics {
     openai_requests: Family<Label, Counter>,
     fallbacks: Family<Label, Counter>,
     refusals: Family<Label, Counter>,
+    early_finals: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,6 +118,7 @@ impl Default for Metrics {
             openai_requests: counter_family("outcome", &OPENAI_OUTCOMES),
             fallbacks: counter_family("reason", &FALLBACK_REASONS),
             refusals: counter_family("reason", &REFUSAL_REASONS),
+            early_finals: counter_family("outcome", &EARLY_OUTCOMES),
         };
         m.register();
         m
@@ -177,109 +128,6 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Names without the `_total` and unit suffixes, which the encoder appends.
-    fn register(&mut self) {
-        let r = &mut self.registry;
-        r.register(
-            "whisper_sessions_active",
-            "Open WebSocket sessions",
-            self.sessions_active.clone(),
-        );
-        r.register(
-            "whisper_sessions_max",
-            "Session limit of this server (MAX_SESSIONS)",
-            self.sessions_max.clone(),
-        );
-        r.register(
-            "whisper_session_slots_free",
-            "Sessions this server would accept now: 0 while loading, draining or full",
-            self.session_slots_free.clone(),
-        );
-        r.register(
-            "whisper_sessions",
-            "WebSocket sessions accepted",
-            self.sessions.clone(),
-        );
-        r.register(
-            "whisper_sessions_rejected",
-            "WebSocket sessions refused because the server was full",
-            self.sessions_rejected.clone(),
-        );
-        r.register(
-            "whisper_utterances",
-            "Utterances finished (finals due)",
-            self.utterances.clone(),
-        );
-        r.register(
-            "whisper_partials_shed",
-            "Partial transcripts skipped because the engine queue was full",
-            self.partials_shed.clone(),
-        );
-        r.register(
-            "whisper_final_loops",
-            "Sized local finals whose text looped and had the loop cut off",
-            self.final_loops.clone(),
-        );
-        r.register(
-            "whisper_finals_on_lent_cores",
-            "Local finals that ran on idle workers' cores as well as their own (LEND_IDLE_CORES)",
-            self.finals_on_lent_cores.clone(),
-        );
-        r.register(
-            "whisper_engine_queue_depth",
-            "Local inference jobs waiting for a worker",
-            self.engine_queue_depth.clone(),
-        );
-        r.register(
-            "whisper_openai_circuit_open",
-            "1 while the OpenAI circuit breaker sends finals straight to local",
-            self.openai_circuit_open.clone(),
-        );
-        r.register(
-            "whisper_live_workers",
-            "Local inference workers running (0 until the model has loaded)",
-            self.live_workers.clone(),
-        );
-        r.register(
-            "whisper_storage_errors",
-            "Failed writes or reads of stored transcripts",
-            self.storage_errors.clone(),
-        );
-        r.register_with_unit(
-            "whisper_partial_latency",
-            "From the audio a partial covers to the partial being sent",
-            Unit::Seconds,
-            self.partial_latency.clone(),
-        );
-        r.register_with_unit(
-            "whisper_final_latency",
-            "From the end of an utterance to its final being sent, by source",
-            Unit::Seconds,
-            self.final_latency.clone(),
-        );
-        r.register(
-            "whisper_local_rtf",
-            "Local inference real-time factor (wall time / audio time), by kind",
-            self.local_rtf.clone(),
-        );
-        r.register(
-            "whisper_openai_requests",
-            "OpenAI transcription HTTP attempts, by outcome",
-            self.openai_requests.clone(),
-        );
-        r.register(
-            "whisper_fallbacks",
-            "Utterances whose final did not come from OpenAI, by reason",
-            self.fallbacks.clone(),
-        );
-        r.register(
-            "whisper_refusals",
-            "Connections and requests refused, and sessions ended by a server limit, by reason",
-            self.refusals.clone(),
-        );
-        r.register_collector(Box::new(process::ProcessCollector));
     }
 
     pub fn session_opened(&self) {
@@ -364,6 +212,12 @@ impl Metrics {
 
     /// One utterance whose final did not come from OpenAI; `reason` is one of
     /// [`FALLBACK_REASONS`]. Counted by the OpenAI client, not by its callers.
+    pub fn early_final(&self, outcome: &str) {
+        if let Some(label) = known("outcome", &EARLY_OUTCOMES, outcome) {
+            self.early_finals.get_or_create(&label).inc();
+        }
+    }
+
     pub fn fallback(&self, reason: &str) {
         if let Some(label) = known("reason", &FALLBACK_REASONS, reason) {
             self.fallbacks.get_or_create(&label).inc();
@@ -406,6 +260,8 @@ fn saturating_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+mod labels;
 mod process;
+mod register;
 #[cfg(test)]
 mod tests;

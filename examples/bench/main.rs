@@ -42,8 +42,10 @@ const DEFAULT_LIMIT: usize = 12;
 const SHED: &str = "whisper_partials_shed_total";
 const LOOPS: &str = "whisper_final_loops_total";
 const LENT_CORES: &str = "whisper_finals_on_lent_cores_total";
+const EARLY_USED: &str = r#"whisper_early_finals_total{outcome="used"}"#;
+const EARLY_DROPPED: &str = r#"whisper_early_finals_total{outcome="dropped"}"#;
 /// Counters read before and after each level; the level reports their growth.
-const COUNTED: [&str; 3] = [SHED, LOOPS, LENT_CORES];
+const COUNTED: [&str; 5] = [SHED, LOOPS, LENT_CORES, EARLY_USED, EARLY_DROPPED];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,7 +99,8 @@ async fn level(
     let plays = player::run_level(&url, clips, args.rate, tail_ms, streams, now_playing).await;
     let (cpu_s, wall_s) = (machine::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let after = machine::counters(&metrics_url, COUNTED).await;
-    let [shed, loops, lent] = std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
+    let [shed, loops, lent, early_used, early_dropped] =
+        std::array::from_fn(|i| before[i].zip(after[i]).map(|(a, b)| b - a));
     let figures = score::score(&plays, clips, f64::from(config.vad_preroll_ms));
     let level = Level {
         finals: finals.into(),
@@ -110,6 +113,8 @@ async fn level(
         partials_shed: shed,
         final_loops: loops,
         finals_on_lent_cores: lent,
+        early_finals_used: early_used,
+        early_finals_dropped: early_dropped,
         load_average_start,
         load_average_end: machine::load_average(),
         figures,

@@ -53,6 +53,9 @@ pub struct Level {
     pub final_loops: Option<f64>,
     /// Local finals that borrowed idle workers' cores (`LEND_IDLE_CORES`).
     pub finals_on_lent_cores: Option<f64>,
+    /// Early local finals whose text became the final, and those dropped (speech resumed).
+    pub early_finals_used: Option<f64>,
+    pub early_finals_dropped: Option<f64>,
     pub load_average_start: [f64; 3],
     pub load_average_end: [f64; 3],
     pub figures: Figures,
@@ -107,6 +110,7 @@ pub fn table(r: &Report) -> String {
         ("partials shed", vec![]),
         ("local finals whose loop was cut off (loop guard)", vec![]),
         ("local finals on lent cores", vec![]),
+        ("early local finals used / dropped", vec![]),
         ("CPU seconds (per second of audio)", vec![]),
         ("peak RSS", vec![]),
         ("load average at start → end", vec![]),
@@ -172,6 +176,10 @@ pub fn table(r: &Report) -> String {
             l.final_loops.map_or("—".into(), |v| format!("{v:.0}")),
             l.finals_on_lent_cores
                 .map_or("—".into(), |v| format!("{v:.0}")),
+            match (l.early_finals_used, l.early_finals_dropped) {
+                (Some(u), Some(d)) => format!("{u:.0} / {d:.0}"),
+                _ => "—".into(),
+            },
             format!("{:.0} ({:.2})", l.cpu_s, l.cpu_s / audio.max(1e-9)),
             l.peak_rss_mb.map_or("—".into(), |v| {
                 format!(

@@ -9,6 +9,7 @@
 pub mod cores;
 pub mod filter;
 pub mod final_pass;
+pub mod live;
 pub mod openai;
 pub mod queue;
 pub mod repetition;
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use final_pass::{EarlyLocal, FinalPass, FinalRequest, FinalResult, Preview};
+pub use live::{LiveAudio, LiveRef};
 pub use queue::JobQueue;
 pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop};
 
@@ -44,6 +46,9 @@ pub struct TranscribeRequest {
     /// Text that came before (the session's previous finals), for continuity.
     pub prompt: String,
     pub language: String,
+    /// A partial's open utterance: the worker decodes its audio as it is when the job starts,
+    /// which is newer than `audio` when the job waited.
+    pub live: Option<LiveRef>,
 }
 
 /// Identifies the session a job belongs to, for fair scheduling.
@@ -59,6 +64,11 @@ pub struct Transcript {
     pub inference: Duration,
     /// A sized final's text looped (the loop was cut off, or it was decoded again).
     pub looped: bool,
+    /// Samples decoded: a partial's live audio may be longer than the request's (0 when the
+    /// backend does not say, meaning the request's audio).
+    pub audio_samples: usize,
+    /// Time the job waited for a worker.
+    pub waited: Duration,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -66,6 +76,9 @@ pub enum EngineError {
     /// The queue was full and this partial was dropped (a newer one will follow).
     #[error("partial shed: engine queue full")]
     Shed,
+    /// The partial's utterance ended while it waited: nobody would see it.
+    #[error("partial skipped: its utterance has ended")]
+    Stale,
     #[error("engine is shutting down")]
     Closed,
     /// A final missed its deadline (`LOCAL_TIMEOUT_MS`).
@@ -119,6 +132,7 @@ pub struct Job {
     pub audio: Arc<Vec<f32>>,
     pub prompt: String,
     pub language: String,
+    pub live: Option<LiveRef>,
     pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
     pub enqueued: Instant,
     /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
@@ -142,6 +156,7 @@ impl Job {
                 audio: request.audio,
                 prompt: request.prompt,
                 language: request.language,
+                live: request.live,
                 reply,
                 enqueued: Instant::now(),
                 cancel: CancellationToken::new(),
@@ -149,6 +164,22 @@ impl Job {
             },
             rx,
         )
+    }
+
+    /// Binds a partial to its utterance's audio as it is now ([`live`]); `false` when that
+    /// utterance has ended, so its partial would be thrown away unseen.
+    pub fn take_live_audio(&mut self) -> bool {
+        let Some(live) = &self.live else {
+            return true;
+        };
+        match live.audio.snapshot(live.utterance) {
+            Some(audio) if audio.len() > self.audio.len() => {
+                self.audio = audio;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 }
 

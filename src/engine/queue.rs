@@ -198,6 +198,7 @@ mod tests {
             audio: Arc::new(vec![0.0; tag]),
             prompt: String::new(),
             language: "en".into(),
+            live: None,
         })
     }
 

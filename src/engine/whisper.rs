@@ -264,9 +264,13 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        while let Some(job) = self.queue.take() {
+        while let Some(mut job) = self.queue.take() {
             if job.reply.is_closed() || job.cancel.is_cancelled() {
                 continue; // The session is gone or has moved on: don't spend CPU on it.
+            }
+            if !job.take_live_audio() {
+                let _ = job.reply.send(Err(EngineError::Stale));
+                continue;
             }
             let _span = job.span.clone().entered();
             // Only a final borrows, and only when nothing waits that the lent cores would delay.
@@ -300,6 +304,8 @@ impl Worker {
             tracing::debug!(kind = ?job.kind, audio_ms = audio.as_millis() as u64, ms = elapsed.as_millis() as u64, queued_ms = started.duration_since(job.enqueued).as_millis() as u64, threads, "inference");
             let _ = job.reply.send(result.map(|t| Transcript {
                 inference: elapsed,
+                audio_samples: job.audio.len(),
+                waited: started.duration_since(job.enqueued),
                 ..t
             }));
         }

@@ -185,6 +185,7 @@ fn sample_names_are_unchanged() {
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
         "whisper_refusals_total",
+        "whisper_early_finals_total",
     ]
     .map(String::from)
     .to_vec();
@@ -218,6 +219,12 @@ fn sample_names_are_unchanged() {
         value(
             &text,
             &format!("whisper_fallbacks_total{{reason=\"{reason}\"}}"),
+        );
+    }
+    for outcome in EARLY_OUTCOMES {
+        value(
+            &text,
+            &format!("whisper_early_finals_total{{outcome=\"{outcome}\"}}"),
         );
     }
 }

@@ -213,7 +213,9 @@ impl Session {
                     self.closing
                         .insert(utterance, self.partials.utterance_ended());
                     let prompt = self.prompt();
-                    let early = self.early.take(utterance, audio.len(), &prompt);
+                    let early =
+                        self.early
+                            .take(utterance, audio.len(), &prompt, &self.deps.metrics);
                     tracing::debug!(utterance, early = early.is_some(), "final requested");
                     let request = FinalRequest {
                         session: self.key,
@@ -232,12 +234,17 @@ impl Session {
                 }
             }
         }
+        self.partials
+            .sync_live(self.pipeline.current().map(|(n, _, audio)| (n, audio)));
     }
 
     /// Starts the open utterance's local final once it pauses ([`super::early`]).
     fn maybe_start_early_final(&mut self) {
         let open = self.pipeline.current().map(|(n, _, a)| (n, a.len()));
-        if !self.early.wanted(open, self.pipeline.paused()) {
+        if !self
+            .early
+            .wanted(open, self.pipeline.paused(), &self.deps.metrics)
+        {
             return;
         }
         // Asked on every frame of a pause: the audio is copied only when the job will run.
@@ -254,6 +261,7 @@ impl Session {
             audio: Arc::new(audio.to_vec()),
             prompt: prompt.clone(),
             language: self.params.language.clone(),
+            live: None,
         };
         let audio_len = request.audio.len();
         let job = self.deps.final_pass.start_early(request);

@@ -3,8 +3,11 @@
 //! A partial is due when the open utterance holds enough audio and has grown since the last
 //! request; while one is in flight nothing new is queued (the next request will carry newer
 //! audio anyway), and an answer for an utterance that has since ended is dropped — its final
-//! is on the way. Repetition loops are cut off before anything is sent, each partial carries
-//! its committed prefix ([`stable`](super::stable)), and only changed text is sent.
+//! is on the way, and one still waiting for a worker then is dropped. The worker decodes the
+//! utterance's audio as it is when the job starts ([`live`](crate::engine::live)), not as it
+//! was when the partial was asked for. Repetition loops are cut off before anything is sent,
+//! each partial carries its committed prefix ([`stable`](super::stable)), and only changed
+//! text is sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +17,9 @@ use futures_util::future::BoxFuture;
 use super::stable::Agreement;
 use crate::audio::PIPELINE_RATE;
 use crate::audio::{ms_to_samples, samples_to_ms};
-use crate::engine::{repetition, EngineError, JobKind, TranscribeRequest, Transcript};
+use crate::engine::{
+    repetition, EngineError, JobKind, LiveAudio, LiveRef, TranscribeRequest, Transcript,
+};
 use crate::protocol::ServerMessage;
 
 /// A partial needs at least this much new audio since the last one.
@@ -55,6 +60,8 @@ pub struct Partials {
     requested_len: usize,
     last_text: String,
     agreement: Agreement,
+    /// The open utterance's audio, for the worker that starts this session's partial.
+    live: Arc<LiveAudio>,
 }
 
 impl Partials {
@@ -64,9 +71,17 @@ impl Partials {
         self.agreement = Agreement::default();
     }
 
-    /// The open utterance ended: its committed prefix, for its last partial.
+    /// The open utterance ended: its committed prefix, for its last partial. A partial of it
+    /// still in flight is dropped (which cancels it if no worker has started it).
     pub fn utterance_ended(&mut self) -> Agreement {
+        self.in_flight = None;
         std::mem::take(&mut self.agreement)
+    }
+
+    /// After the open utterance `(number, audio as it would end now)` changed: what a worker
+    /// starting this session's partial will decode.
+    pub fn sync_live(&self, open: Option<(u64, &[f32])>) {
+        self.live.sync(open);
     }
 
     /// The request to make when a partial of the open utterance `(number, start, audio)` is
@@ -93,6 +108,10 @@ impl Partials {
             audio: Arc::new(audio.to_vec()),
             prompt: prompt(),
             language: language.to_string(),
+            live: Some(LiveRef {
+                audio: self.live.clone(),
+                utterance,
+            }),
         };
         let ticket = Ticket {
             utterance,
@@ -124,12 +143,24 @@ impl Partials {
     /// Turns a finished partial into what to send, given the utterance open now.
     pub fn answer(
         &mut self,
-        (partial, result): (Ticket, Result<Transcript, EngineError>),
+        (mut partial, result): (Ticket, Result<Transcript, EngineError>),
         open_utterance: Option<u64>,
     ) -> Answer {
+        // From the moment the newest audio it covers had arrived.
+        let mut lag = partial.submitted.elapsed();
         let text = match result {
-            Ok(t) => t.text,
+            Ok(t) => {
+                // The worker decoded newer audio than the request's: what had arrived when
+                // the job left the queue.
+                if t.audio_samples > partial.audio_len {
+                    partial.audio_len = t.audio_samples;
+                    lag = lag.saturating_sub(t.waited);
+                }
+                self.requested_len = self.requested_len.max(partial.audio_len);
+                t.text
+            }
             Err(EngineError::Shed) => return Answer::Shed,
+            Err(EngineError::Stale) => return Answer::Nothing,
             Err(e) => {
                 tracing::warn!(error = %e, "partial failed");
                 return Answer::Nothing;
@@ -156,7 +187,7 @@ impl Partials {
             start_ms,
             end_ms: start_ms + samples_to_ms(partial.audio_len as u64),
         };
-        Answer::Send(message, partial.submitted.elapsed())
+        Answer::Send(message, lag)
     }
 }
 

@@ -26,9 +26,12 @@ pub(super) const FRAME_MS: u64 = 20;
 pub(super) const FRAME_SAMPLES: usize = 16 * FRAME_MS as usize;
 
 /// Answers after a scripted delay with a text naming the request, so tests can tell which
-/// answer they got.
+/// answer they got. Like the worker pool, it decodes a partial's live audio as it is when the
+/// answer is made.
 pub(super) struct Scripted {
     pub(super) final_delay: fn(audio_secs: f64) -> Duration,
+    /// Queue wait plus inference of a partial.
+    pub(super) partial_delay: Duration,
     pub(super) partial: fn() -> Result<(), EngineError>,
     pub(super) partial_text: fn(audio_secs: f64) -> String,
     pub(super) log: Mutex<Vec<(JobKind, usize)>>,
@@ -44,23 +47,29 @@ impl Transcribe for Scripted {
             .lock()
             .unwrap()
             .push((request.kind, request.audio.len()));
-        let (delay, refusal, text) = match request.kind {
-            JobKind::Final => (
-                (self.final_delay)(secs),
-                Ok(()),
-                format!("Final of {secs:.2} s"),
-            ),
-            JobKind::Partial => (
-                Duration::from_millis(150),
-                (self.partial)(),
-                (self.partial_text)(secs),
-            ),
+        let (delay, refusal) = match request.kind {
+            JobKind::Final => ((self.final_delay)(secs), Ok(())),
+            JobKind::Partial => (self.partial_delay, (self.partial)()),
         };
+        let partial_text = self.partial_text;
         Box::pin(async move {
             refusal?;
             tokio::time::sleep(delay).await;
+            let audio = match &request.live {
+                Some(live) => live
+                    .audio
+                    .snapshot(live.utterance)
+                    .ok_or(EngineError::Stale)?,
+                None => request.audio.clone(),
+            };
+            let secs = audio.len() as f64 / 16_000.0;
+            let text = match request.kind {
+                JobKind::Final => format!("Final of {secs:.2} s"),
+                JobKind::Partial => partial_text(secs),
+            };
             Ok(Transcript {
                 text,
+                audio_samples: audio.len(),
                 ..Default::default()
             })
         })
@@ -70,6 +79,7 @@ impl Transcribe for Scripted {
 pub(super) fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
     Arc::new(Scripted {
         final_delay,
+        partial_delay: Duration::from_millis(150),
         partial: || Ok(()),
         partial_text: |secs| format!("Partial of {secs:.2} s"),
         log: Mutex::default(),
@@ -214,6 +224,7 @@ async fn finals_keep_utterance_order_when_the_engine_answers_out_of_order() {
 async fn shed_partials_send_nothing_and_every_final_still_arrives() {
     let engine = Arc::new(Scripted {
         final_delay: |_| Duration::from_millis(300),
+        partial_delay: Duration::from_millis(150),
         partial: || Err(EngineError::Shed),
         partial_text: |_| String::new(), // never asked: every partial is shed
         log: Mutex::default(),
@@ -320,6 +331,7 @@ fn looping_hypothesis(secs: f64) -> String {
 async fn a_looping_hypothesis_is_never_sent_and_the_stable_prefix_only_grows() {
     let engine = Arc::new(Scripted {
         final_delay: |_| Duration::from_millis(300),
+        partial_delay: Duration::from_millis(150),
         partial: || Ok(()),
         partial_text: looping_hypothesis,
         log: Mutex::default(),
@@ -407,5 +419,43 @@ async fn a_pausing_utterance_is_decoded_while_its_end_of_speech_silence_runs() {
                 .any(|len| *text == format!("Final of {:.2} s", *len as f64 / 16_000.0)),
             "{text} / {final_jobs:?}"
         );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_that_waited_shows_the_audio_that_arrived_meanwhile() {
+    // Every partial waits 1.5 s for a worker (a busy pool); the worker then decodes the
+    // utterance as it is, so the caption is as fresh as its inference allows.
+    let engine = Arc::new(Scripted {
+        final_delay: |_| Duration::from_millis(300),
+        partial_delay: Duration::from_millis(1_500),
+        partial: || Ok(()),
+        partial_text: |secs| format!("Partial of {secs:.2} s"),
+        log: Mutex::default(),
+    });
+    let mut h = start(engine);
+    let began = tokio::time::Instant::now();
+    let audio = jfk();
+    let client = tokio::spawn({
+        let to_server = h.to_server.clone();
+        async move {
+            stream_audio(&to_server, &audio).await;
+            let eof = Message::Text(r#"{"type":"eof"}"#.into());
+            to_server.send(eof).await.unwrap();
+        }
+    });
+    let mut lags = Vec::new();
+    while let Some(msg) = h.from_server.recv().await {
+        let Message::Text(text) = msg else { break };
+        if let ServerMessage::Partial { end_ms, .. } = serde_json::from_str(&text).unwrap() {
+            let sent = Duration::from_millis(end_ms);
+            lags.push(began.elapsed().saturating_sub(sent));
+        }
+    }
+    client.await.unwrap();
+    assert!(lags.len() >= 3, "{lags:?}");
+    for lag in &lags {
+        // Without live audio every lag is the wait, 1.5 s; with it, a frame or two.
+        assert!(*lag <= Duration::from_millis(100), "{lags:?}");
     }
 }

@@ -165,7 +165,7 @@ async fn transcribe(engine: &Engine, cuts: &[Cut]) -> String {
                 prompt,
                 language: "en".into(),
                 session: 0,
-                live: None,
+                partial: None,
             })
             .await
             .expect("inference");

@@ -53,7 +53,7 @@ async fn main() {
                     audio: audio.clone(),
                     prompt: String::new(),
                     language: "en".into(),
-                    live: None,
+                    partial: None,
                 };
                 let (t0, c0) = (Instant::now(), cpu_seconds());
                 let text = engine.handle().transcribe(request).await.unwrap().text;

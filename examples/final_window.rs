@@ -96,7 +96,7 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
             audio: Arc::new(audio),
             prompt,
             language: "en".into(),
-            live: None,
+            partial: None,
         })
         .await
         .expect("inference");

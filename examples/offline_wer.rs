@@ -142,7 +142,7 @@ async fn main() {
             audio,
             prompt: String::new(),
             language: args.language.clone(),
-            live: None,
+            partial: None,
         };
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let text = engine.handle().transcribe(request).await.unwrap().text;

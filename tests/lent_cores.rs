@@ -39,7 +39,7 @@ fn final_of(audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
         audio: audio.clone(),
         prompt: String::new(),
         language: "en".into(),
-        live: None,
+        partial: None,
     }
 }
 

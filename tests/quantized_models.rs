@@ -123,7 +123,7 @@ fn transcribe(model: &Path, audio: &Arc<Vec<f32>>) -> String {
             audio: audio.clone(),
             prompt: String::new(),
             language: "en".into(),
-            live: None,
+            partial: None,
         };
         engine.handle().transcribe(request).await.unwrap().text
     })

@@ -21,7 +21,7 @@ fn request(audio: &Arc<Vec<f32>>, prompt: &str) -> TranscribeRequest {
         audio: audio.clone(),
         prompt: prompt.into(),
         language: "en".into(),
-        live: None,
+        partial: None,
     }
 }
 

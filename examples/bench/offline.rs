@@ -36,7 +36,7 @@ pub async fn run(clips: &[Clip], model: PathBuf, threads: usize, language: &str)
             audio: Arc::new(clip.samples.clone()),
             prompt: String::new(),
             language: language.into(),
-            live: None,
+            partial: None,
         };
         let t0 = Instant::now();
         let text = match engine.handle().transcribe(request).await {

@@ -232,7 +232,7 @@ impl FinalPass {
                 audio: req.audio.clone(),
                 prompt: req.prompt.clone(),
                 language: req.language.clone(),
-                live: None,
+                partial: None,
             })),
         };
         // Dropping the job on timeout cancels it if no worker has started it.

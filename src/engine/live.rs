@@ -5,7 +5,8 @@
 //! when a worker starts it, and so is the caption it produces. The session mirrors its open
 //! utterance here as frames arrive, and the worker decodes what is here when it starts the
 //! job ([`Job::take_live_audio`](super::Job::take_live_audio)): a partial then lags by its
-//! inference, not by its wait.
+//! inference, not by its wait. An utterance's first partial goes ahead of partials of
+//! captions already on screen ([`JobQueue`](super::JobQueue)): a new speaker shows up first.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,11 +22,13 @@ struct State {
     samples: Vec<f32>,
 }
 
-/// A partial's claim on the live audio of one utterance.
+/// What a partial is of: one utterance of a session, and its live audio.
 #[derive(Clone, Debug)]
-pub struct LiveRef {
-    pub audio: Arc<LiveAudio>,
+pub struct PartialOf {
+    pub live: Arc<LiveAudio>,
     pub utterance: u64,
+    /// No partial of this utterance has been shown yet.
+    pub first: bool,
 }
 
 impl LiveAudio {

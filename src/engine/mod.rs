@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use final_pass::{EarlyLocal, FinalPass, FinalRequest, FinalResult, Preview};
-pub use live::{LiveAudio, LiveRef};
+pub use live::{LiveAudio, PartialOf};
 pub use queue::JobQueue;
 pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop};
 
@@ -48,7 +48,7 @@ pub struct TranscribeRequest {
     pub language: String,
     /// A partial's open utterance: the worker decodes its audio as it is when the job starts,
     /// which is newer than `audio` when the job waited.
-    pub live: Option<LiveRef>,
+    pub partial: Option<PartialOf>,
 }
 
 /// Identifies the session a job belongs to, for fair scheduling.
@@ -132,7 +132,7 @@ pub struct Job {
     pub audio: Arc<Vec<f32>>,
     pub prompt: String,
     pub language: String,
-    pub live: Option<LiveRef>,
+    pub partial: Option<PartialOf>,
     pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
     pub enqueued: Instant,
     /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
@@ -156,7 +156,7 @@ impl Job {
                 audio: request.audio,
                 prompt: request.prompt,
                 language: request.language,
-                live: request.live,
+                partial: request.partial,
                 reply,
                 enqueued: Instant::now(),
                 cancel: CancellationToken::new(),
@@ -169,10 +169,10 @@ impl Job {
     /// Binds a partial to its utterance's audio as it is now ([`live`]); `false` when that
     /// utterance has ended, so its partial would be thrown away unseen.
     pub fn take_live_audio(&mut self) -> bool {
-        let Some(live) = &self.live else {
+        let Some(of) = &self.partial else {
             return true;
         };
-        match live.audio.snapshot(live.utterance) {
+        match of.live.snapshot(of.utterance) {
             Some(audio) if audio.len() > self.audio.len() => {
                 self.audio = audio;
                 true

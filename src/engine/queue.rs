@@ -10,6 +10,11 @@
 //! Finals are taken round-robin by session ([`Fair`]): a session that queues a burst of finals
 //! (a file sent at full speed, `flush` spam) gets one turn in every round like the others,
 //! so it cannot push everyone else's finals behind its own.
+//!
+//! Among partials, an utterance's first goes ahead of partials of captions already on screen:
+//! on a busy pool a new speaker would otherwise wait for every other session's next caption
+//! before showing anything (the others' captions lose one turn, and with live audio
+//! ([`super::live`]) their next partial covers the time they waited).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
@@ -68,12 +73,23 @@ impl Queues {
         self.finals.len + self.partials.len()
     }
 
+    /// Queues a partial: an utterance's first behind the other firsts, ahead of the rest.
+    fn push_partial(&mut self, job: Job) {
+        let first = |j: &Job| j.partial.as_ref().is_some_and(|p| p.first);
+        let at = if first(&job) {
+            self.partials.iter().take_while(|j| first(j)).count()
+        } else {
+            self.partials.len()
+        };
+        self.partials.insert(at, job);
+    }
+
     /// The job a worker takes at `now`: finals first, but an aged partial between two finals.
     fn next(&mut self, now: Instant) -> Option<Job> {
         let aged = self
             .partials
-            .front()
-            .is_some_and(|p| now.saturating_duration_since(p.enqueued) >= PARTIAL_MAX_WAIT);
+            .iter()
+            .any(|p| now.saturating_duration_since(p.enqueued) >= PARTIAL_MAX_WAIT);
         if aged && !self.partial_jumped && self.finals.len > 0 {
             self.partial_jumped = true;
             return self.partials.pop_front();
@@ -142,7 +158,7 @@ impl JobQueue {
                     let job = job.take().expect("job present");
                     match job.kind {
                         JobKind::Final => q.finals.push(job),
-                        JobKind::Partial => q.partials.push_back(job),
+                        JobKind::Partial => q.push_partial(job),
                     }
                     self.available.notify_one();
                     return Ok(());
@@ -198,7 +214,7 @@ mod tests {
             audio: Arc::new(vec![0.0; tag]),
             prompt: String::new(),
             language: "en".into(),
-            live: None,
+            partial: None,
         })
     }
 
@@ -273,6 +289,29 @@ mod tests {
             order,
             vec![20, 10, 30, 11, 12, 40],
             "an aged partial jumps one final at a time; a fresh partial does not jump"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_utterances_first_partial_goes_ahead_of_captions_on_screen() {
+        let q = JobQueue::new(16);
+        let mut replies = Vec::new();
+        for (session, tag, first) in [(1, 10, false), (2, 20, true), (3, 30, false), (4, 40, true)]
+        {
+            let (mut j, r) = job_of(session, JobKind::Partial, tag);
+            j.partial = Some(super::super::PartialOf {
+                live: Arc::default(),
+                utterance: 0,
+                first,
+            });
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        let order: Vec<usize> = (0..4).map(|_| q.take().unwrap().audio.len()).collect();
+        assert_eq!(
+            order,
+            vec![20, 40, 10, 30],
+            "firsts in order, then the rest"
         );
     }
 

@@ -261,7 +261,7 @@ impl Session {
             audio: Arc::new(audio.to_vec()),
             prompt: prompt.clone(),
             language: self.params.language.clone(),
-            live: None,
+            partial: None,
         };
         let audio_len = request.audio.len();
         let job = self.deps.final_pass.start_early(request);

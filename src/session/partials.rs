@@ -18,7 +18,7 @@ use super::stable::Agreement;
 use crate::audio::PIPELINE_RATE;
 use crate::audio::{ms_to_samples, samples_to_ms};
 use crate::engine::{
-    repetition, EngineError, JobKind, LiveAudio, LiveRef, TranscribeRequest, Transcript,
+    repetition, EngineError, JobKind, LiveAudio, PartialOf, TranscribeRequest, Transcript,
 };
 use crate::protocol::ServerMessage;
 
@@ -108,9 +108,10 @@ impl Partials {
             audio: Arc::new(audio.to_vec()),
             prompt: prompt(),
             language: language.to_string(),
-            live: Some(LiveRef {
-                audio: self.live.clone(),
+            partial: Some(PartialOf {
+                live: self.live.clone(),
                 utterance,
+                first: self.last_text.is_empty(),
             }),
         };
         let ticket = Ticket {

@@ -55,11 +55,8 @@ impl Transcribe for Scripted {
         Box::pin(async move {
             refusal?;
             tokio::time::sleep(delay).await;
-            let audio = match &request.live {
-                Some(live) => live
-                    .audio
-                    .snapshot(live.utterance)
-                    .ok_or(EngineError::Stale)?,
+            let audio = match &request.partial {
+                Some(of) => of.live.snapshot(of.utterance).ok_or(EngineError::Stale)?,
                 None => request.audio.clone(),
             };
             let secs = audio.len() as f64 / 16_000.0;

@@ -257,6 +257,7 @@ async fn metrics_endpoint_keeps_its_names() {
         "whisper_openai_requests_total",
         "whisper_fallbacks_total",
         "whisper_refusals_total",
+        "whisper_early_finals_total",
     ]
     .map(String::from)
     .into();

@@ -2,10 +2,9 @@
 //!
 //! A partial is due when the open utterance holds enough audio and has grown since the last
 //! request; while one is in flight nothing new is queued (the next request will carry newer
-//! audio anyway), and an answer for an utterance that has since ended is dropped — its final
-//! is on the way, and one still waiting for a worker then is dropped. The worker decodes the
-//! utterance's audio as it is when the job starts ([`live`](crate::engine::live)), not as it
-//! was when the partial was asked for. Repetition loops are cut off before anything is sent,
+//! audio anyway). When the utterance ends its partial is dropped, queued or answered — its
+//! final is on the way. The worker decodes the utterance's audio as it is when the job starts
+//! ([`live`](crate::engine::live)), not as it was when the partial was asked for. Repetition loops are cut off before anything is sent,
 //! each partial carries its committed prefix ([`stable`](super::stable)), and only changed
 //! text is sent.
 

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
-//!     [--modes full,sized,trim] [--temperature-fallback true|false]
+//!     [--modes full,sized,trim] [--temperature-fallback true|false] [--flash-attn true|false]
 //! ```
 //! Each clip of the corpus (`SPEECH_DIR`, else ../shared/speech) is cut into utterances by
 //! the server's own VAD and segmenter; every utterance is transcribed as a final with the full
@@ -119,6 +119,7 @@ async fn main() {
     let mut silence_ms = 500;
     let mut margin = 64;
     let mut fallback = true;
+    let mut flash_attn = whisper_api::engine::FLASH_ATTENTION;
     let mut modes = "full,sized,trim".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -130,6 +131,7 @@ async fn main() {
             "--margin" => margin = value.parse().unwrap(),
             "--temperature-fallback" => fallback = value.parse().unwrap(),
             "--modes" => modes = value,
+            "--flash-attn" => flash_attn = value.parse().unwrap(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -138,6 +140,7 @@ async fn main() {
         options.on_loop = on_loop;
         options.ctx_margin = margin;
         options.temperature_fallback = fallback;
+        options.flash_attn = flash_attn;
         LocalEngine::load(&model_path(), options, Arc::new(Metrics::new())).unwrap()
     };
     // (--modes key, name, window, what a loop gets); "trim" is the server's own mode.

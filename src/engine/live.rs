@@ -7,6 +7,9 @@
 //! job ([`Job::take_live_audio`](super::Job::take_live_audio)): a partial then lags by its
 //! inference, not by its wait. An utterance's first partial goes ahead of partials of
 //! captions already on screen ([`JobQueue`](super::JobQueue)): a new speaker shows up first.
+//! A partial taken while its utterance pauses past the kept tail is skipped: its audio is
+//! then the audio of the final that the pause is about to start, so on a busy pool it would
+//! only hold a worker that final needs (and when speech resumes, the next partial follows).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +23,8 @@ pub struct LiveAudio {
 struct State {
     utterance: Option<u64>,
     samples: Vec<f32>,
+    /// The utterance pauses past its kept tail: its audio is what its final would get.
+    paused: bool,
 }
 
 /// What a partial is of: one utterance of a session, and its live audio.
@@ -38,10 +43,12 @@ impl LiveAudio {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Mirrors the session's open utterance `(number, its audio as it would end now)`. That
-    /// audio only grows while the utterance is open, so only what is new is copied.
-    pub fn sync(&self, open: Option<(u64, &[f32])>) {
+    /// Mirrors the session's open utterance `(number, its audio as it would end now)`, and
+    /// whether it pauses past its kept tail. That audio only grows while the utterance is
+    /// open, so only what is new is copied.
+    pub fn sync(&self, open: Option<(u64, &[f32])>, paused: bool) {
         let mut state = self.lock();
+        state.paused = paused;
         let Some((utterance, audio)) = open else {
             state.utterance = None;
             state.samples.clear();
@@ -55,10 +62,12 @@ impl LiveAudio {
         state.samples.extend_from_slice(&audio[have..]);
     }
 
-    /// The audio of `utterance` now; `None` once it has ended.
+    /// The audio of `utterance` now; `None` once it has ended, or while it pauses past its
+    /// kept tail (a partial would decode its final's audio).
     pub fn snapshot(&self, utterance: u64) -> Option<Arc<Vec<f32>>> {
         let state = self.lock();
-        (state.utterance == Some(utterance)).then(|| Arc::new(state.samples.clone()))
+        (state.utterance == Some(utterance) && !state.paused)
+            .then(|| Arc::new(state.samples.clone()))
     }
 }
 
@@ -70,15 +79,23 @@ mod tests {
     fn mirrors_the_open_utterance_and_forgets_an_ended_one() {
         let live = LiveAudio::default();
         let audio: Vec<f32> = (0..100).map(|i| i as f32).collect();
-        live.sync(Some((3, &audio[..40])));
-        live.sync(Some((3, &audio[..70])));
+        live.sync(Some((3, &audio[..40])), false);
+        live.sync(Some((3, &audio[..70])), false);
         assert_eq!(live.snapshot(3).unwrap().as_slice(), &audio[..70]);
         assert!(live.snapshot(2).is_none(), "another utterance");
+        live.sync(Some((3, &audio[..70])), true);
+        assert!(live.snapshot(3).is_none(), "pausing: its final is near");
+        live.sync(Some((3, &audio[..80])), false);
+        assert_eq!(
+            live.snapshot(3).unwrap().as_slice(),
+            &audio[..80],
+            "resumed"
+        );
         // The next utterance starts over.
-        live.sync(Some((4, &audio[50..60])));
+        live.sync(Some((4, &audio[50..60])), false);
         assert_eq!(live.snapshot(4).unwrap().as_slice(), &audio[50..60]);
         assert!(live.snapshot(3).is_none(), "ended");
-        live.sync(None);
+        live.sync(None, false);
         assert!(live.snapshot(4).is_none(), "ended, none open");
     }
 }

@@ -76,7 +76,8 @@ pub enum EngineError {
     /// The queue was full and this partial was dropped (a newer one will follow).
     #[error("partial shed: engine queue full")]
     Shed,
-    /// The partial's utterance ended while it waited: nobody would see it.
+    /// The partial's utterance ended while it waited (nobody would see it), or pauses past
+    /// its kept tail (its audio is its final's, which the pause is about to start).
     #[error("partial skipped: its utterance has ended")]
     Stale,
     #[error("engine is shutting down")]

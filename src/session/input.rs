@@ -60,6 +60,7 @@ impl Session {
             audio_received: false,
             started: false,
             speech_seen: false,
+            partial_owed: false,
         })
     }
 
@@ -117,6 +118,9 @@ impl Session {
                 let events = self.pipeline.push(&bytes);
                 self.on_segments(events);
                 self.maybe_start_early_final();
+                if self.partial_owed && !self.pipeline.pausing() {
+                    self.maybe_request_partial();
+                }
                 Ok(Input::Audio)
             }
             Message::Text(text) => {
@@ -234,8 +238,10 @@ impl Session {
                 }
             }
         }
-        self.partials
-            .sync_live(self.pipeline.current().map(|(n, _, audio)| (n, audio)));
+        self.partials.sync_live(
+            self.pipeline.current().map(|(n, _, audio)| (n, audio)),
+            self.pipeline.paused(),
+        );
     }
 
     /// Starts the open utterance's local final once it pauses ([`super::early`]).

@@ -20,6 +20,8 @@ mod limits;
 pub mod outbox;
 pub mod params;
 pub mod partials;
+#[cfg(test)]
+mod pause_tests;
 pub mod pipeline;
 mod results;
 #[cfg(test)]
@@ -129,6 +131,8 @@ struct Session {
     started: bool,
     /// An utterance started or ended since the loop last asked ([`Session::heard_speech`]).
     speech_seen: bool,
+    /// A partial fell due while the speaker paused; it is asked for when speech resumes.
+    partial_owed: bool,
 }
 
 /// Runs a session to its end over the socket's sending and receiving halves. `params` come

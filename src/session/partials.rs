@@ -78,9 +78,9 @@ impl Partials {
     }
 
     /// After the open utterance `(number, audio as it would end now)` changed: what a worker
-    /// starting this session's partial will decode.
-    pub fn sync_live(&self, open: Option<(u64, &[f32])>) {
-        self.live.sync(open);
+    /// starting this session's partial will decode (nothing while it is `paused`).
+    pub fn sync_live(&self, open: Option<(u64, &[f32])>, paused: bool) {
+        self.live.sync(open, paused);
     }
 
     /// The request to make when a partial of the open utterance `(number, start, audio)` is

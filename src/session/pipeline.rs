@@ -57,6 +57,11 @@ impl<C: FrameClassifier> AudioPipeline<C> {
         self.segmenter.current()
     }
 
+    /// The open utterance's last frame was silent.
+    pub fn pausing(&self) -> bool {
+        self.segmenter.pausing()
+    }
+
     /// The open utterance is pausing: its audio will not change unless speech resumes.
     pub fn paused(&self) -> bool {
         self.segmenter.paused()

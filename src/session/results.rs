@@ -64,6 +64,13 @@ impl Session {
     }
 
     pub(super) fn maybe_request_partial(&mut self) {
+        // Not while the speaker pauses: the pause may be the end of the utterance, and then
+        // a partial would decode the very audio of its early final at the same time, on the
+        // core that final could have borrowed. It is owed until speech resumes.
+        self.partial_owed = self.pipeline.pausing();
+        if self.partial_owed {
+            return;
+        }
         let language = self.params.language.clone();
         let recent = &self.recent_finals;
         let prompt = || prompt_from(recent);

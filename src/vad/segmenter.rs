@@ -148,6 +148,11 @@ impl<C: FrameClassifier> Segmenter<C> {
         })
     }
 
+    /// The open utterance's last frame was silent: the speaker may be pausing or finishing.
+    pub fn pausing(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.silent_frames > 0)
+    }
+
     /// The open utterance is in a pause that has already filled its kept tail: were it to end
     /// now, its audio would be exactly [`Segmenter::current`]'s.
     pub fn paused(&self) -> bool {
@@ -309,7 +314,11 @@ mod tests {
         let (_, start, audio) = seg.current().expect("open");
         let speech = audio.len();
         assert_eq!(speech as u64, 60 * F as u64 - start);
-        for _ in 0..13 {
+        assert!(!seg.pausing());
+        seg.push(&[0.0; F]);
+        assert!(seg.pausing(), "one silent frame");
+        assert!(!seg.paused(), "the tail is not full yet");
+        for _ in 0..12 {
             seg.push(&[0.0; F]);
         }
         let (_, _, audio) = seg.current().expect("still open");

@@ -4,7 +4,9 @@
 //! request; while one is in flight nothing new is queued (the next request will carry newer
 //! audio anyway). When the utterance ends its partial is dropped, queued or answered — its
 //! final is on the way. The worker decodes the utterance's audio as it is when the job starts
-//! ([`live`](crate::engine::live)), not as it was when the partial was asked for. Repetition loops are cut off before anything is sent,
+//! ([`live`](crate::engine::live)), not as it was when the partial was asked for. None is
+//! asked for while the speaker pauses (the session owes it until speech resumes), so a pause
+//! that ends the utterance leaves the cores to its early final. Repetition loops are cut off before anything is sent,
 //! each partial carries its committed prefix ([`stable`](super::stable)), and only changed
 //! text is sent.
 

@@ -27,6 +27,9 @@ const AUDIO_CTX_PER_SECOND: usize = 50;
 /// Extra encoder frames beyond the audio (64 = 1.28 s), so words at the very end are not
 /// clipped.
 const AUDIO_CTX_MARGIN: usize = 64;
+/// A partial's margin (24 = 0.48 s): its audio stops mid-speech anyway, and the encoder is most
+/// of a partial's cost.
+const PARTIAL_AUDIO_CTX_MARGIN: usize = 24;
 /// whisper's full window: 30 s of encoder frames.
 const FULL_AUDIO_CTX: usize = 1500;
 /// whisper.cpp pads input shorter than this, and mis-decodes much shorter audio.
@@ -415,8 +418,11 @@ impl Worker {
         };
         if window == Window::Sized {
             // Encoder sized to the audio, one segment, no timestamps.
-            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize
-                + self.options.ctx_margin;
+            let margin = match job.kind {
+                JobKind::Partial => PARTIAL_AUDIO_CTX_MARGIN,
+                JobKind::Final => self.options.ctx_margin,
+            };
+            let ctx = audio.len() * AUDIO_CTX_PER_SECOND / PIPELINE_RATE as usize + margin;
             params.set_audio_ctx(ctx.min(FULL_AUDIO_CTX) as i32);
             params.set_single_segment(true);
             params.set_no_timestamps(true);

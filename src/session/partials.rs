@@ -172,11 +172,23 @@ impl Partials {
             return Answer::Nothing;
         }
         // Never show a loop: whatever repeats is cut off (and what is left may agree).
-        let text = repetition::trim(&text, partial.audio_len as f64 / PIPELINE_RATE as f64);
+        let secs = partial.audio_len as f64 / PIPELINE_RATE as f64;
+        let text = repetition::trim(&text, secs);
         if text.is_empty() {
             return Answer::Nothing;
         }
-        let shown = self.agreement.update(&text);
+        let mut shown = self.agreement.update(&text);
+        // A hypothesis that shifted by a few words can repeat the committed prefix in its new
+        // tail ("…the children saw" + "the children saw the children"): cut that too, but
+        // never into the committed prefix, which only grows.
+        if repetition::detect(&shown.text, secs).is_some() {
+            let whole = repetition::trim(&shown.text, secs);
+            shown.text = if whole.len() >= shown.stable.len() {
+                whole
+            } else {
+                shown.stable.clone()
+            };
+        }
         if shown.text == self.last_text {
             return Answer::Nothing;
         }
@@ -260,5 +272,33 @@ mod tests {
             ),
             "stale"
         );
+    }
+
+    #[test]
+    fn a_tail_that_repeats_the_committed_prefix_is_cut() {
+        let mut p = Partials::default();
+        let mut sent = Vec::new();
+        // Two agreeing hypotheses commit "as soon as the children saw"; the third has shifted
+        // by a few words, and its tail repeats the committed end (seen at 1 stream, 2026-12-07).
+        for (ms, text) in [
+            (3000, "as soon as the children saw"),
+            (3500, "as soon as the children saw them"),
+            (
+                4000,
+                "and when the old foxes ran the children saw the children",
+            ),
+        ] {
+            let audio = vec![0.1; ms_to_samples(ms)];
+            if let Answer::Send(ServerMessage::Partial { text, stable, .. }, _) =
+                answered(&mut p, &audio, text, Some(0))
+            {
+                sent.push((text, stable));
+            }
+        }
+        for (text, stable) in &sent {
+            assert!(repetition::detect(text, 4.0).is_none(), "{sent:?}");
+            assert!(text.starts_with(stable.as_str()), "{sent:?}");
+        }
+        assert_eq!(sent.last().unwrap().1, "as soon as the children saw");
     }
 }

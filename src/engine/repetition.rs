@@ -121,8 +121,8 @@ pub fn detect(text: &str, audio_secs: f64) -> Option<Loop> {
 /// `text` without its loop: cut where the repetition starts (keeping the first copy), and
 /// to what fits in the audio. Returns the text unchanged when it holds no loop.
 pub fn trim(text: &str, audio_secs: f64) -> String {
-    let spans = words(text);
-    let words: Vec<String> = spans.iter().map(|w| w.text.clone()).collect();
+    let (starts, words): (Vec<usize>, Vec<String>) =
+        words(text).into_iter().map(|w| (w.start, w.text)).unzip();
     let mut keep = words.len();
     for cut in [first_repetition(&words), first_long_ngram_repeat(&words)]
         .into_iter()
@@ -132,7 +132,9 @@ pub fn trim(text: &str, audio_secs: f64) -> String {
     }
     let fits = (audio_secs * MAX_WORDS_PER_SECOND + WORDS_SLACK).floor() as usize;
     keep = keep.min(fits);
-    let end = spans.get(keep).map_or(text.len(), |w| w.start);
+    let Some(&end) = starts.get(keep) else {
+        return text.trim().to_string();
+    };
     text[..end]
         .trim()
         .trim_end_matches([',', ';', ':', '-', '\u{2013}', '\u{2014}'])
@@ -160,6 +162,7 @@ mod tests {
                 4.0,
             ),
             ("", 1.0),
+            ("And so, my fellow Americans,", 3.0),
         ];
         for (text, secs) in ok {
             assert_eq!(detect(text, secs), None, "{text}");

@@ -181,8 +181,8 @@ impl Partials {
         // A hypothesis that shifted by a few words can repeat the committed prefix in its new
         // tail ("…the children saw" + "the children saw the children"): cut that too, but
         // never into the committed prefix, which only grows.
-        if repetition::detect(&shown.text, secs).is_some() {
-            let whole = repetition::trim(&shown.text, secs);
+        let whole = repetition::trim(&shown.text, secs);
+        if whole != shown.text {
             shown.text = if whole.len() >= shown.stable.len() {
                 whole
             } else {

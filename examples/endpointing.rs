@@ -166,6 +166,7 @@ async fn transcribe(engine: &Engine, cuts: &[Cut]) -> String {
                 language: "en".into(),
                 session: 0,
                 partial: None,
+                guess: None,
             })
             .await
             .expect("inference");

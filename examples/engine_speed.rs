@@ -54,6 +54,7 @@ async fn main() {
                     prompt: String::new(),
                     language: "en".into(),
                     partial: None,
+                    guess: None,
                 };
                 let (t0, c0) = (Instant::now(), cpu_seconds());
                 let text = engine.handle().transcribe(request).await.unwrap().text;

@@ -97,6 +97,7 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
             prompt,
             language: "en".into(),
             partial: None,
+            guess: None,
         })
         .await
         .expect("inference");

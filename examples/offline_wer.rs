@@ -143,6 +143,7 @@ async fn main() {
             prompt: String::new(),
             language: args.language.clone(),
             partial: None,
+            guess: None,
         };
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let text = engine.handle().transcribe(request).await.unwrap().text;

@@ -40,6 +40,7 @@ fn final_of(audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
         prompt: String::new(),
         language: "en".into(),
         partial: None,
+        guess: None,
     }
 }
 

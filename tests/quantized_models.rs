@@ -124,6 +124,7 @@ fn transcribe(model: &Path, audio: &Arc<Vec<f32>>) -> String {
             prompt: String::new(),
             language: "en".into(),
             partial: None,
+            guess: None,
         };
         engine.handle().transcribe(request).await.unwrap().text
     })

@@ -22,6 +22,7 @@ fn request(audio: &Arc<Vec<f32>>, prompt: &str) -> TranscribeRequest {
         prompt: prompt.into(),
         language: "en".into(),
         partial: None,
+        guess: None,
     }
 }
 

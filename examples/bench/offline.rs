@@ -37,6 +37,7 @@ pub async fn run(clips: &[Clip], model: PathBuf, threads: usize, language: &str)
             prompt: String::new(),
             language: language.into(),
             partial: None,
+            guess: None,
         };
         let t0 = Instant::now();
         let text = match engine.handle().transcribe(request).await {

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod repetition;
 pub mod whisper;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,26 @@ pub struct TranscribeRequest {
     /// A partial's open utterance: the worker decodes its audio as it is when the job starts,
     /// which is newer than `audio` when the job waited.
     pub partial: Option<PartialOf>,
+    /// An early final's [`Guess`]: it waits behind the finals of utterances that have ended
+    /// until its session confirms that its utterance has ended too.
+    pub guess: Option<Guess>,
+}
+
+/// Whether an early final's utterance has ended, as far as its session knows. Until it is
+/// confirmed the final is a guess (speech may resume), so it goes after every confirmed final
+/// in the queue, but still before partials, which are guesses that are always replaced.
+#[derive(Clone, Debug, Default)]
+pub struct Guess(Arc<AtomicBool>);
+
+impl Guess {
+    /// The utterance ended with exactly the audio the early final decodes.
+    pub fn confirm(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn confirmed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// Identifies the session a job belongs to, for fair scheduling.
@@ -96,11 +117,6 @@ pub trait Transcribe: Send + Sync + 'static {
         &self,
         request: TranscribeRequest,
     ) -> BoxFuture<'static, Result<Transcript, EngineError>>;
-
-    /// Jobs are waiting for a worker.
-    fn backlogged(&self) -> bool {
-        false
-    }
 }
 
 /// The handle sessions hold. Cheap to clone.
@@ -119,11 +135,6 @@ impl Engine {
     pub async fn transcribe(&self, request: TranscribeRequest) -> Result<Transcript, EngineError> {
         self.backend.transcribe(request).await
     }
-
-    /// Jobs are waiting for a worker: nothing speculative should be queued.
-    pub fn backlogged(&self) -> bool {
-        self.backend.backlogged()
-    }
 }
 
 /// One queued request, as the worker threads see it.
@@ -134,6 +145,7 @@ pub struct Job {
     pub prompt: String,
     pub language: String,
     pub partial: Option<PartialOf>,
+    pub guess: Option<Guess>,
     pub reply: oneshot::Sender<Result<Transcript, EngineError>>,
     pub enqueued: Instant,
     /// Cancelled when nobody needs the answer any more (OpenAI answered first): a worker
@@ -158,6 +170,7 @@ impl Job {
                 prompt: request.prompt,
                 language: request.language,
                 partial: request.partial,
+                guess: request.guess,
                 reply,
                 enqueued: Instant::now(),
                 cancel: CancellationToken::new(),
@@ -165,6 +178,11 @@ impl Job {
             },
             rx,
         )
+    }
+
+    /// An early final whose utterance may still go on.
+    pub fn speculative(&self) -> bool {
+        self.guess.as_ref().is_some_and(|g| !g.confirmed())
     }
 
     /// Binds a partial to its utterance's audio as it is now ([`live`]); `false` when that
@@ -199,9 +217,5 @@ impl Transcribe for Arc<JobQueue> {
             queue.submit(job).await?;
             rx.await.unwrap_or(Err(EngineError::Closed))
         })
-    }
-
-    fn backlogged(&self) -> bool {
-        self.depth() > 0
     }
 }

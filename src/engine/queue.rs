@@ -9,7 +9,9 @@
 //!
 //! Finals are taken round-robin by session ([`Fair`]): a session that queues a burst of finals
 //! (a file sent at full speed, `flush` spam) gets one turn in every round like the others,
-//! so it cannot push everyone else's finals behind its own.
+//! so it cannot push everyone else's finals behind its own. An early final whose utterance may
+//! still go on (a [`Guess`](super::Guess)) waits behind every confirmed final, ahead of the
+//! partials: on a busy pool it then costs a caption update, never another session's final.
 //!
 //! Among partials, an utterance's first goes ahead of partials of captions already on screen:
 //! on a busy pool a new speaker would otherwise wait for every other session's next caption
@@ -47,9 +49,16 @@ impl Fair {
         }
     }
 
-    /// The next session's oldest job; that session then goes to the back of the round.
+    /// The next session's oldest job; that session then goes to the back of the round. A
+    /// session whose oldest job is still a guess ([`Job::speculative`]) lets the others' finals
+    /// go first and keeps its place.
     fn pop(&mut self) -> Option<Job> {
-        let (session, mut jobs) = self.turns.pop_front()?;
+        let at = self
+            .turns
+            .iter()
+            .position(|(_, jobs)| jobs.front().is_some_and(|j| !j.speculative()))
+            .unwrap_or(0);
+        let (session, mut jobs) = self.turns.remove(at)?;
         let job = jobs.pop_front();
         if !jobs.is_empty() {
             self.turns.push_back((session, jobs));
@@ -215,6 +224,7 @@ mod tests {
             prompt: String::new(),
             language: "en".into(),
             partial: None,
+            guess: None,
         })
     }
 
@@ -350,5 +360,39 @@ mod tests {
             "the burst waits its turns; each session's finals stay in order; partials last"
         );
         assert_eq!(q.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_guess_waits_behind_confirmed_finals_until_it_is_confirmed() {
+        let q = JobQueue::new(16);
+        let mut replies = Vec::new();
+        let guess = super::super::Guess::default();
+        // Session 1's early final arrives first, then a partial and two other sessions' finals.
+        let (mut early, r) = job_of(1, JobKind::Final, 10);
+        early.guess = Some(guess.clone());
+        q.submit(early).await.unwrap();
+        replies.push(r);
+        let (p, r) = job_of(4, JobKind::Partial, 40);
+        q.submit(p).await.unwrap();
+        replies.push(r);
+        for session in [2, 3] {
+            let (j, r) = job_of(session, JobKind::Final, 10 * session as usize);
+            q.submit(j).await.unwrap();
+            replies.push(r);
+        }
+        let take = || q.take().map(|j| j.audio.len()).unwrap();
+        assert_eq!(take(), 20, "a confirmed final goes before the guess");
+        guess.confirm();
+        assert_eq!(take(), 10, "once confirmed, the guess has its turn back");
+        assert_eq!(take(), 30);
+        assert_eq!(take(), 40, "partials last");
+
+        // Unconfirmed, a guess still goes before partials.
+        let (mut early, _r1) = job_of(1, JobKind::Final, 11);
+        early.guess = Some(super::super::Guess::default());
+        let (p, _r2) = job_of(4, JobKind::Partial, 41);
+        q.submit(p).await.unwrap();
+        q.submit(early).await.unwrap();
+        assert_eq!(q.take().unwrap().audio.len(), 11);
     }
 }

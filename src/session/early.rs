@@ -87,12 +87,12 @@ mod tests {
 
     fn job(text: &str) -> EarlyLocal {
         let text = text.to_string();
-        AbortOnDropHandle::new(tokio::spawn(async move {
+        EarlyLocal::from_task(AbortOnDropHandle::new(tokio::spawn(async move {
             Ok(Transcript {
                 text,
                 ..Transcript::default()
             })
-        }))
+        })))
     }
 
     #[tokio::test]
@@ -122,7 +122,7 @@ mod tests {
         let taken = early
             .take(0, 1600, "prompt", &m)
             .expect("same audio and prompt");
-        assert_eq!(taken.await.unwrap().unwrap().text, "hello");
+        assert_eq!(taken.confirmed().await.unwrap().text, "hello");
         assert_eq!(
             outcomes(&m),
             [

@@ -268,6 +268,7 @@ impl Session {
             prompt: prompt.clone(),
             language: self.params.language.clone(),
             partial: None,
+            guess: None,
         };
         let audio_len = request.audio.len();
         let job = self.deps.final_pass.start_early(request);

@@ -114,6 +114,7 @@ impl Partials {
                 utterance,
                 first: self.last_text.is_empty(),
             }),
+            guess: None,
         };
         let ticket = Ticket {
             utterance,

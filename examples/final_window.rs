@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example final_window -- [--set short|long] [--limit N] [--silence-ms 500]
 //!     [--modes full,sized,trim] [--temperature-fallback true|false] [--flash-attn true|false]
+//!     [--each true]
 //! ```
 //! Each clip of the corpus (`SPEECH_DIR`, else ../shared/speech) is cut into utterances by
 //! the server's own VAD and segmenter; every utterance is transcribed as a final with the full
@@ -37,6 +38,8 @@ struct Score {
     loops: usize,
     /// Each job's inference time, for the tail.
     times: Vec<Duration>,
+    /// Print every final (`--each true`): audio length, inference time, text.
+    each: bool,
 }
 
 impl Score {
@@ -105,6 +108,15 @@ async fn final_text(engine: &Engine, audio: Vec<f32>, prompt: String, score: &mu
     score.jobs += 1;
     score.times.push(t.inference);
     score.loops += t.looped as usize;
+    if score.each {
+        let secs = t.audio_samples as f64 / 16_000.0;
+        let ms = t.inference.as_millis();
+        println!(
+            "  {secs:5.2} s audio {ms:5} ms{} {:?}",
+            if t.looped { " looped" } else { "" },
+            t.text
+        );
+    }
     t.text
 }
 
@@ -119,9 +131,10 @@ async fn main() {
     let mut limit = usize::MAX;
     let mut silence_ms = 500;
     let mut margin = 64;
-    let mut fallback = true;
+    let mut fallback = whisper_api::engine::TEMPERATURE_FALLBACK;
     let mut flash_attn = whisper_api::engine::FLASH_ATTENTION;
     let mut modes = "full,sized,trim".to_string();
+    let mut each = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().expect("flag value");
@@ -133,6 +146,7 @@ async fn main() {
             "--temperature-fallback" => fallback = value.parse().unwrap(),
             "--modes" => modes = value,
             "--flash-attn" => flash_attn = value.parse().unwrap(),
+            "--each" => each = value.parse().unwrap(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -171,10 +185,19 @@ async fn main() {
     clips.sort();
     clips.truncate(limit);
     let mut whole = Score::default();
-    let mut scores: Vec<Score> = engines.iter().map(|_| Score::default()).collect();
+    let mut scores: Vec<Score> = engines
+        .iter()
+        .map(|_| Score {
+            each,
+            ..Score::default()
+        })
+        .collect();
     let started = Instant::now();
     for clip in &clips {
         let samples = load_speech(clip);
+        if each {
+            println!("{}", clip.display());
+        }
         let reference = reference_text(clip);
         if set == "short" && engines[0].0 == "full" {
             let full = engines[0].1.handle();

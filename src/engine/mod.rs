@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 pub use final_pass::{EarlyLocal, FinalPass, FinalRequest, FinalResult, Preview};
 pub use live::{LiveAudio, PartialOf};
 pub use queue::JobQueue;
-pub use whisper::{EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop, FLASH_ATTENTION};
+pub use whisper::{
+    EngineOptions, LocalEngine, ModelError, ModelInfo, OnLoop, FLASH_ATTENTION,
+    TEMPERATURE_FALLBACK,
+};
 
 /// What a job is for: finals use the full decoder, partials trade accuracy for speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -52,7 +52,8 @@ pub struct EarlyLocal {
 
 impl EarlyLocal {
     /// An early job that answers with `job` (tests).
-    pub fn from_task(job: AbortOnDropHandle<Result<Transcript, EngineError>>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn from_task(job: AbortOnDropHandle<Result<Transcript, EngineError>>) -> Self {
         Self {
             job,
             guess: Guess::default(),

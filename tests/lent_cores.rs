@@ -1,6 +1,7 @@
 //! `LEND_IDLE_CORES` with the real model: a final that starts on an idle pool runs on every
-//! core (counted in /metrics), finals started together all complete (a worker whose core is
-//! lent waits for it, it does not deadlock), and with lending off no final borrows.
+//! core (counted in /metrics) and a partial never does; finals started together all complete
+//! (a worker whose core is lent waits for it, it does not deadlock), and with lending off no
+//! final borrows.
 
 mod common;
 
@@ -33,8 +34,12 @@ async fn pool(lend: bool) -> (LocalEngine, Arc<Metrics>) {
 }
 
 fn final_of(audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
+    request(JobKind::Final, audio, session)
+}
+
+fn request(kind: JobKind, audio: &Arc<Vec<f32>>, session: u64) -> TranscribeRequest {
     TranscribeRequest {
-        kind: JobKind::Final,
+        kind,
         session,
         audio: audio.clone(),
         prompt: String::new(),
@@ -54,6 +59,13 @@ async fn an_idle_pool_lends_its_cores_to_a_final_and_a_busy_one_still_finishes()
 
     let alone = handle.transcribe(final_of(&audio, 1)).await.unwrap();
     assert!(wer(&alone.text, &reference) <= 0.2, "{:?}", alone.text);
+    assert_eq!(alone.threads, WORKERS);
+    let partial = handle.transcribe(request(JobKind::Partial, &audio, 1));
+    assert_eq!(
+        partial.await.unwrap().threads,
+        1,
+        "a partial keeps to its own core: lent, its 2 threads spin through every decoder step"
+    );
     assert_eq!(
         sample(&metrics.render(), LENT),
         1.0,
@@ -82,12 +94,16 @@ async fn with_lending_off_no_final_borrows() {
     let (engine, metrics) = pool(false).await;
     let wav = speech_dir().join("short/jfk_inaugural_1961.wav");
     let audio = Arc::new(load_speech(&wav));
-    let text = engine
+    let alone = engine
         .handle()
         .transcribe(final_of(&audio, 1))
         .await
-        .unwrap()
-        .text;
-    assert!(wer(&text, &reference_text(&wav)) <= 0.2, "{text:?}");
+        .unwrap();
+    assert!(
+        wer(&alone.text, &reference_text(&wav)) <= 0.2,
+        "{:?}",
+        alone.text
+    );
+    assert_eq!(alone.threads, 1);
     assert_eq!(sample(&metrics.render(), LENT), 0.0);
 }

@@ -93,6 +93,9 @@ pub struct Transcript {
     pub audio_samples: usize,
     /// Time the job waited for a worker.
     pub waited: Duration,
+    /// CPU threads it ran on: more than a worker's own when it borrowed idle cores (0 when
+    /// the backend does not say).
+    pub threads: usize,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

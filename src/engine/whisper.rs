@@ -328,6 +328,7 @@ impl Worker {
                 inference: elapsed,
                 audio_samples: job.audio.len(),
                 waited: started.duration_since(job.enqueued),
+                threads,
                 ..t
             }));
         }

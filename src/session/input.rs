@@ -118,7 +118,8 @@ impl Session {
                 let events = self.pipeline.push(&bytes);
                 self.on_segments(events);
                 self.maybe_start_early_final();
-                if self.partial_owed && !self.pipeline.pausing() {
+                let due_now = self.partial_owed || self.partials.awaiting_first();
+                if due_now && !self.pipeline.pausing() {
                     self.maybe_request_partial();
                 }
                 Ok(Input::Audio)

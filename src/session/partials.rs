@@ -1,7 +1,9 @@
 //! Partial scheduling for one session: at most one partial in flight, latest audio wins.
 //!
 //! A partial is due when the open utterance holds enough audio and has grown since the last
-//! request; while one is in flight nothing new is queued (the next request will carry newer
+//! request. The session asks on every tick, and until the utterance has shown some text also
+//! as soon as enough audio arrives: a new caption would otherwise wait up to a tick for nothing. While one
+//! is in flight nothing new is queued (the next request will carry newer
 //! audio anyway). When the utterance ends its partial is dropped, queued or answered — its
 //! final is on the way. The worker decodes the utterance's audio as it is when the job starts
 //! ([`live`](crate::engine::live)), not as it was when the partial was asked for. None is
@@ -27,6 +29,10 @@ use crate::protocol::ServerMessage;
 const PARTIAL_MIN_NEW_MS: u64 = 250;
 /// Partials start once an utterance holds this much audio.
 const PARTIAL_MIN_AUDIO_MS: u64 = 400;
+
+/// Until an utterance shows text, its partials are asked for as audio arrives rather than on
+/// the tick, up to this much audio: beyond it, what says nothing is probably not speech.
+const EAGER_FIRST_PARTIAL_MS: u64 = 2_000;
 
 /// The engine's answer to a partial request.
 pub type Reply = BoxFuture<'static, Result<Transcript, EngineError>>;
@@ -77,6 +83,15 @@ impl Partials {
     pub fn utterance_ended(&mut self) -> Agreement {
         self.in_flight = None;
         std::mem::take(&mut self.agreement)
+    }
+
+    /// The open utterance has shown no text yet (its first partial may have said nothing:
+    /// 400 ms of audio can hold only the first syllable), none is in flight, and the last
+    /// request was short of [`EAGER_FIRST_PARTIAL_MS`].
+    pub fn awaiting_first(&self) -> bool {
+        self.last_text.is_empty()
+            && self.in_flight.is_none()
+            && self.requested_len < ms_to_samples(EAGER_FIRST_PARTIAL_MS)
     }
 
     /// After the open utterance `(number, audio as it would end now)` changed: what a worker

@@ -1,11 +1,14 @@
-//! Partials wait while the speaker pauses, under the paused clock: the pause may end the
-//! utterance, and then a partial would decode its final's audio beside the early final.
+//! When partials are asked for, under the paused clock. They wait while the speaker pauses:
+//! the pause may end the utterance, and then a partial would decode its final's audio beside
+//! the early final. An utterance's first does not wait for the tick.
 
 use std::time::Duration;
 
 use axum::extract::ws::Message;
 
-use super::tests::{collect, jfk, scripted, start_with, stream_audio};
+use std::sync::Arc;
+
+use super::tests::{collect, jfk, scripted, start_with, stream_audio, Scripted};
 use crate::config::Config;
 use crate::engine::JobKind;
 use crate::protocol::ServerMessage;
@@ -72,4 +75,85 @@ async fn no_partial_is_asked_for_while_the_speaker_pauses() {
         *after <= pause_at + pause + RATE / 10,
         "owed partial came late: {ends:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_utterances_first_partial_is_asked_for_without_waiting_for_the_tick() {
+    // Ticks 5 s apart: on the tick alone, jfk.wav's first utterance would get its first
+    // partial with seconds of audio, its second one (it opens after 8 s) with over a second.
+    let mut config = Config::defaults();
+    config.partial_interval_ms = 5_000;
+    let engine = scripted(|_| Duration::from_millis(50));
+    let mut h = start_with(engine.clone(), config);
+    stream_audio(&h.to_server, &jfk()).await;
+    let eof = Message::Text(r#"{"type":"eof"}"#.into());
+    h.to_server.send(eof).await.unwrap();
+    collect(&mut h.from_server).await;
+    let lens: Vec<usize> = engine
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(kind, _)| *kind == JobKind::Partial)
+        .map(|(_, len)| *len)
+        .collect();
+    // A partial shorter than the one before belongs to the next utterance.
+    let firsts: Vec<usize> = lens
+        .iter()
+        .enumerate()
+        .filter(|&(i, len)| i == 0 || *len < lens[i - 1])
+        .map(|(_, len)| *len)
+        .collect();
+    assert!(firsts.len() >= 2, "jfk.wav has two utterances: {lens:?}");
+    // 400 ms of audio are enough for a partial; one 20 ms frame more is allowed.
+    let enough = RATE * 420 / 1000;
+    assert!(
+        firsts.iter().all(|&len| len <= enough),
+        "first partials waited for audio beyond the 400 ms they need: {lens:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_partial_that_said_nothing_is_asked_again_as_soon_as_audio_grows() {
+    // Under 0.8 s of audio the engine hears no words yet; ticks 5 s apart.
+    let mut config = Config::defaults();
+    config.partial_interval_ms = 5_000;
+    let engine = Arc::new(Scripted {
+        partial_text: |secs| {
+            if secs < 0.8 {
+                String::new()
+            } else {
+                format!("Partial of {secs:.2} s")
+            }
+        },
+        ..Arc::into_inner(scripted(|_| Duration::from_millis(50))).unwrap()
+    });
+    let mut h = start_with(engine.clone(), config);
+    stream_audio(&h.to_server, &jfk()[..RATE * 3]).await;
+    let eof = Message::Text(r#"{"type":"eof"}"#.into());
+    h.to_server.send(eof).await.unwrap();
+    let (messages, _) = collect(&mut h.from_server).await;
+    let lens: Vec<usize> = engine
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(kind, _)| *kind == JobKind::Partial)
+        .map(|(_, len)| *len)
+        .collect();
+    // Asked again once 250 ms more audio arrived (more where the speaker paused), not at the
+    // tick 5 s later.
+    let step = RATE;
+    let shown = lens
+        .iter()
+        .position(|&len| len >= RATE * 8 / 10)
+        .expect("a partial of 0.8 s or more");
+    assert!(shown >= 1, "the first partial said nothing: {lens:?}");
+    assert!(
+        lens[..=shown].windows(2).all(|w| w[1] - w[0] <= step),
+        "asked again only on the tick: {lens:?}"
+    );
+    assert!(messages
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Partial { .. })));
 }

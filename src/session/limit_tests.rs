@@ -72,10 +72,7 @@ async fn outstanding_finals_stop_the_reader_until_one_is_sent() {
         let eof = Message::Text(r#"{"type":"eof"}"#.into());
         to_server.send(eof).await.unwrap();
     });
-    let finals_asked = |engine: &super::tests::Scripted| {
-        let log = engine.log.lock().unwrap();
-        log.iter().filter(|(k, _)| *k == JobKind::Final).count()
-    };
+    let finals_asked = |engine: &super::tests::Scripted| engine.asked(JobKind::Final).len();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !sender.is_finished(),

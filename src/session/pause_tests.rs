@@ -48,14 +48,7 @@ async fn no_partial_is_asked_for_while_the_speaker_pauses() {
     );
     // Where each partial of the first utterance (their audio only grows) ended in the
     // stream, as it was asked for.
-    let lens: Vec<usize> = engine
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(kind, _)| *kind == JobKind::Partial)
-        .map(|(_, len)| *len)
-        .collect();
+    let lens = engine.asked(JobKind::Partial);
     let first_utterance = 1 + lens.windows(2).take_while(|w| w[1] > w[0]).count();
     let ends: Vec<usize> = lens[..first_utterance]
         .iter()
@@ -89,14 +82,7 @@ async fn an_utterances_first_partial_is_asked_for_without_waiting_for_the_tick()
     let eof = Message::Text(r#"{"type":"eof"}"#.into());
     h.to_server.send(eof).await.unwrap();
     collect(&mut h.from_server).await;
-    let lens: Vec<usize> = engine
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(kind, _)| *kind == JobKind::Partial)
-        .map(|(_, len)| *len)
-        .collect();
+    let lens = engine.asked(JobKind::Partial);
     // A partial shorter than the one before belongs to the next utterance.
     let firsts: Vec<usize> = lens
         .iter()
@@ -133,14 +119,7 @@ async fn a_first_partial_that_said_nothing_is_asked_again_as_soon_as_audio_grows
     let eof = Message::Text(r#"{"type":"eof"}"#.into());
     h.to_server.send(eof).await.unwrap();
     let (messages, _) = collect(&mut h.from_server).await;
-    let lens: Vec<usize> = engine
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(kind, _)| *kind == JobKind::Partial)
-        .map(|(_, len)| *len)
-        .collect();
+    let lens = engine.asked(JobKind::Partial);
     // Asked again once 250 ms more audio arrived (more where the speaker paused), not at the
     // tick 5 s later.
     let step = RATE;

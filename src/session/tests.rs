@@ -73,6 +73,17 @@ impl Transcribe for Scripted {
     }
 }
 
+impl Scripted {
+    /// The audio lengths (samples) of the requests of `kind`, in the order they came.
+    pub(super) fn asked(&self, kind: JobKind) -> Vec<usize> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, len)| *len)
+            .collect()
+    }
+}
+
 pub(super) fn scripted(final_delay: fn(f64) -> Duration) -> Arc<Scripted> {
     Arc::new(Scripted {
         final_delay,
@@ -237,13 +248,7 @@ async fn shed_partials_send_nothing_and_every_final_still_arrives() {
         .iter()
         .any(|m| matches!(m, ServerMessage::Partial { .. })));
     assert!(check_order(&messages).len() >= 2);
-    let asked = engine
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k == JobKind::Partial)
-        .count();
+    let asked = engine.asked(JobKind::Partial).len();
     assert!(asked > 3, "partials were requested ({asked})");
     assert!(h
         .metrics
@@ -398,14 +403,7 @@ async fn a_pausing_utterance_is_decoded_while_its_end_of_speech_silence_runs() {
         })
         .collect();
     assert!(finals.len() >= 2, "{messages:?}");
-    let final_jobs: Vec<usize> = engine
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k == JobKind::Final)
-        .map(|(_, len)| *len)
-        .collect();
+    let final_jobs = engine.asked(JobKind::Final);
     for (text, latency_ms) in &finals {
         // Started 300 ms before the utterance closed: 100 ms after it, not 400.
         assert!(*latency_ms <= 150, "{text}: {latency_ms} ms");

@@ -2,9 +2,8 @@
 //!
 //! A partial is due when the open utterance holds enough audio and has grown since the last
 //! request. The session asks on every tick, and until the utterance has shown some text also
-//! as soon as enough audio arrives: a new caption would otherwise wait up to a tick for nothing. While one
-//! is in flight nothing new is queued (the next request will carry newer
-//! audio anyway). When the utterance ends its partial is dropped, queued or answered — its
+//! as audio arrives: a new caption would otherwise wait up to a tick for nothing. While one is
+//! in flight nothing new is queued (the next request will carry newer audio anyway). When the utterance ends its partial is dropped, queued or answered — its
 //! final is on the way. The worker decodes the utterance's audio as it is when the job starts
 //! ([`live`](crate::engine::live)), not as it was when the partial was asked for. None is
 //! asked for while the speaker pauses (the session owes it until speech resumes), so a pause
@@ -89,9 +88,14 @@ impl Partials {
     /// 400 ms of audio can hold only the first syllable), none is in flight, and the last
     /// request was short of [`EAGER_FIRST_PARTIAL_MS`].
     pub fn awaiting_first(&self) -> bool {
-        self.last_text.is_empty()
+        self.showed_nothing()
             && self.in_flight.is_none()
             && self.requested_len < ms_to_samples(EAGER_FIRST_PARTIAL_MS)
+    }
+
+    /// The open utterance has no caption on screen yet.
+    fn showed_nothing(&self) -> bool {
+        self.last_text.is_empty()
     }
 
     /// After the open utterance `(number, audio as it would end now)` changed: what a worker
@@ -127,7 +131,7 @@ impl Partials {
             partial: Some(PartialOf {
                 live: self.live.clone(),
                 utterance,
-                first: self.last_text.is_empty(),
+                first: self.showed_nothing(),
             }),
             guess: None,
         };

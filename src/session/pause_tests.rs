@@ -2,11 +2,10 @@
 //! the pause may end the utterance, and then a partial would decode its final's audio beside
 //! the early final. An utterance's first does not wait for the tick.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
-
-use std::sync::Arc;
 
 use super::tests::{collect, jfk, scripted, start_with, stream_audio, Scripted};
 use crate::config::Config;

@@ -71,12 +71,11 @@ impl Session {
         if self.partial_owed {
             return;
         }
-        let language = self.params.language.clone();
         let recent = &self.recent_finals;
         let prompt = || prompt_from(recent);
-        let Some((request, ticket)) = self
-            .partials
-            .due(self.pipeline.current(), prompt, &language)
+        let Some((request, ticket)) =
+            self.partials
+                .due(self.pipeline.current(), prompt, &self.params.language)
         else {
             return;
         };
